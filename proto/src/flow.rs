@@ -15,7 +15,9 @@ pub struct SendWindow {
 
 impl Default for SendWindow {
     fn default() -> Self {
-        SendWindow { available: INITIAL_WINDOW as u64 }
+        SendWindow {
+            available: INITIAL_WINDOW as u64,
+        }
     }
 }
 

@@ -82,7 +82,10 @@ impl ResetCode {
     }
 
     fn from_byte(b: u8) -> Result<Self, FrameError> {
-        ResetCode::ALL.get(b as usize).copied().ok_or(FrameError::UnknownReset(b))
+        ResetCode::ALL
+            .get(b as usize)
+            .copied()
+            .ok_or(FrameError::UnknownReset(b))
     }
 
     /// A stable machine-readable code, used in error pages and JSON.
@@ -269,15 +272,22 @@ impl Envelope {
                 headers: r.headers()?,
                 websocket: r.u8()? != 0,
             }),
-            KIND_RESPONSE => Frame::Response(ResponseHead { status: r.u16()?, headers: r.headers()? }),
+            KIND_RESPONSE => Frame::Response(ResponseHead {
+                status: r.u16()?,
+                headers: r.headers()?,
+            }),
             KIND_DATA => Frame::Data(r.rest().to_vec()),
             KIND_END => Frame::End,
             KIND_CREDIT => Frame::Credit(r.u32()?),
             KIND_RESET => Frame::Reset(ResetCode::from_byte(r.u8()?)?, r.string()?),
-            KIND_WS_MESSAGE => {
-                Frame::WsMessage { binary: r.u8()? != 0, data: r.rest().to_vec() }
-            }
-            KIND_WS_CLOSE => Frame::WsClose { code: r.u16()?, reason: r.string()? },
+            KIND_WS_MESSAGE => Frame::WsMessage {
+                binary: r.u8()? != 0,
+                data: r.rest().to_vec(),
+            },
+            KIND_WS_CLOSE => Frame::WsClose {
+                code: r.u16()?,
+                reason: r.string()?,
+            },
             KIND_APPS => {
                 let n = r.u16()?;
                 let names = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
@@ -352,7 +362,9 @@ impl<'a> Reader<'a> {
     }
     fn headers(&mut self) -> Result<Vec<Header>, FrameError> {
         let n = self.u16()?;
-        (0..n).map(|_| Ok((self.string()?, self.byte_string()?))).collect()
+        (0..n)
+            .map(|_| Ok((self.string()?, self.byte_string()?)))
+            .collect()
     }
     fn rest(&mut self) -> &'a [u8] {
         let rest = &self.bytes[self.pos..];
@@ -390,8 +402,20 @@ mod tests {
             Envelope::new(1, Frame::End),
             Envelope::new(3, Frame::Credit(65536)),
             Envelope::new(5, Frame::Reset(ResetCode::NotRunning, "boot first".into())),
-            Envelope::new(7, Frame::WsMessage { binary: true, data: vec![0, 1, 2] }),
-            Envelope::new(7, Frame::WsClose { code: 1000, reason: "bye".into() }),
+            Envelope::new(
+                7,
+                Frame::WsMessage {
+                    binary: true,
+                    data: vec![0, 1, 2],
+                },
+            ),
+            Envelope::new(
+                7,
+                Frame::WsClose {
+                    code: 1000,
+                    reason: "bye".into(),
+                },
+            ),
             Envelope::new(0, Frame::Apps(vec!["site".into(), "api".into()])),
         ]
     }
@@ -418,9 +442,18 @@ mod tests {
     #[test]
     fn malformed_frames_are_refused() {
         assert_eq!(Envelope::decode(&[]), Err(FrameError::Truncated));
-        assert_eq!(Envelope::decode(&[42, 0, 0, 0, 0]), Err(FrameError::UnknownKind(42)));
-        assert_eq!(Envelope::decode(&[5, 0, 0, 0, 0, 1]), Err(FrameError::Truncated));
-        assert_eq!(Envelope::decode(&[4, 0, 0, 0, 0, 9]), Err(FrameError::TrailingBytes(1)));
+        assert_eq!(
+            Envelope::decode(&[42, 0, 0, 0, 0]),
+            Err(FrameError::UnknownKind(42))
+        );
+        assert_eq!(
+            Envelope::decode(&[5, 0, 0, 0, 0, 1]),
+            Err(FrameError::Truncated)
+        );
+        assert_eq!(
+            Envelope::decode(&[4, 0, 0, 0, 0, 9]),
+            Err(FrameError::TrailingBytes(1))
+        );
         assert_eq!(
             Envelope::decode(&[6, 0, 0, 0, 0, 99, 0, 0, 0, 0]),
             Err(FrameError::UnknownReset(99))

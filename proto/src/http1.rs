@@ -61,7 +61,8 @@ pub fn request_head(
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Why a response from the guest could not be parsed.
@@ -173,8 +174,11 @@ impl ResponseParser {
                         let size = text.split(';').next().unwrap_or("").trim();
                         let size =
                             u64::from_str_radix(size, 16).map_err(|_| ParseError::BadChunk)?;
-                        self.state =
-                            if size == 0 { State::Trailers } else { State::ChunkData(size) };
+                        self.state = if size == 0 {
+                            State::Trailers
+                        } else {
+                            State::ChunkData(size)
+                        };
                         true
                     }
                     None => false,
@@ -259,8 +263,9 @@ impl ResponseParser {
         let mut length = None;
         let mut chunked = false;
         for line in lines {
-            let (name, value) =
-                line.split_once(':').ok_or_else(|| ParseError::BadHeader(line.to_owned()))?;
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| ParseError::BadHeader(line.to_owned()))?;
             let name = name.trim();
             let value = value.trim();
             if !is_token(name) {
@@ -371,7 +376,10 @@ mod tests {
     fn head(status: u16, headers: &[(&str, &str)]) -> Event {
         Event::Head(ResponseHead {
             status,
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
         })
     }
 
@@ -380,7 +388,10 @@ mod tests {
         let input = b"HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nContent-Length: 5\r\n\
 Connection: close\r\n\r\nhello";
         let want = vec![
-            head(200, &[("Content-Type", "text/css"), ("Content-Length", "5")]),
+            head(
+                200,
+                &[("Content-Type", "text/css"), ("Content-Length", "5")],
+            ),
             Event::Body(b"hello".to_vec()),
             Event::Done,
         ];
@@ -393,7 +404,11 @@ Connection: close\r\n\r\nhello";
     fn chunked_body() {
         let input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
 5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
-        let want = vec![head(200, &[]), Event::Body(b"hello world".to_vec()), Event::Done];
+        let want = vec![
+            head(200, &[]),
+            Event::Body(b"hello world".to_vec()),
+            Event::Done,
+        ];
         for got in parse_split("GET", input, false) {
             assert_eq!(got, Ok(want.clone()));
         }
@@ -402,7 +417,11 @@ Connection: close\r\n\r\nhello";
     #[test]
     fn close_delimited_body() {
         let input = b"HTTP/1.0 200 OK\r\n\r\nuntil the end";
-        let want = vec![head(200, &[]), Event::Body(b"until the end".to_vec()), Event::Done];
+        let want = vec![
+            head(200, &[]),
+            Event::Body(b"until the end".to_vec()),
+            Event::Done,
+        ];
         for got in parse_split("GET", input, true) {
             assert_eq!(got, Ok(want.clone()));
         }
@@ -411,7 +430,10 @@ Connection: close\r\n\r\nhello";
     #[test]
     fn bodiless_responses() {
         let input = b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n";
-        assert_eq!(parse_split("GET", input, false)[0], Ok(vec![head(304, &[("ETag", "\"x\"")]), Event::Done]));
+        assert_eq!(
+            parse_split("GET", input, false)[0],
+            Ok(vec![head(304, &[("ETag", "\"x\"")]), Event::Done])
+        );
         let input = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
         assert_eq!(
             parse_split("HEAD", input, false)[0],
@@ -422,17 +444,24 @@ Connection: close\r\n\r\nhello";
     #[test]
     fn broken_responses_are_errors() {
         let mut p = ResponseParser::new("GET");
-        assert!(matches!(p.feed(b"SSH-2.0-OpenSSH\r\n\r\n"), Err(ParseError::BadStatusLine(_))));
+        assert!(matches!(
+            p.feed(b"SSH-2.0-OpenSSH\r\n\r\n"),
+            Err(ParseError::BadStatusLine(_))
+        ));
         let mut p = ResponseParser::new("GET");
         assert!(matches!(
             p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),
             Err(ParseError::BadContentLength(_))
         ));
         let mut p = ResponseParser::new("GET");
-        p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap();
+        p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
         assert_eq!(p.finish(), Err(ParseError::UnexpectedEof));
         let mut p = ResponseParser::new("GET");
-        assert_eq!(p.feed(&vec![b'a'; MAX_HEAD_LEN + 1]), Err(ParseError::HeadTooLarge));
+        assert_eq!(
+            p.feed(&vec![b'a'; MAX_HEAD_LEN + 1]),
+            Err(ParseError::HeadTooLarge)
+        );
         let mut p = ResponseParser::new("GET");
         assert_eq!(
             p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),

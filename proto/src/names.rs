@@ -124,7 +124,10 @@ mod tests {
             ("-site", Err(NameError::BadStart)),
             ("site-", Err(NameError::TrailingDash)),
             ("api", Err(NameError::Reserved("api".into()))),
-            ("application-server", Err(NameError::Reserved("application-server".into()))),
+            (
+                "application-server",
+                Err(NameError::Reserved("application-server".into())),
+            ),
         ];
         for (name, want) in cases {
             assert_eq!(&validate_app_name(name), want, "name {name:?}");
@@ -136,6 +139,9 @@ mod tests {
         let err = validate_app_name("My App").unwrap_err();
         assert_eq!(err.code(), "bad_name");
         assert!(err.to_string().contains("lowercase letters"), "{err}");
-        assert_eq!(validate_app_name("api").unwrap_err().code(), "reserved_name");
+        assert_eq!(
+            validate_app_name("api").unwrap_err().code(),
+            "reserved_name"
+        );
     }
 }

@@ -47,7 +47,10 @@ impl fmt::Display for PathError {
                 "file path {p:?} holds a backslash or control character: rename the file"
             ),
             PathError::TooLong(n) => {
-                write!(f, "a file path is {n} bytes long: the limit is {MAX_PATH_LEN}")
+                write!(
+                    f,
+                    "a file path is {n} bytes long: the limit is {MAX_PATH_LEN}"
+                )
             }
         }
     }
@@ -97,7 +100,11 @@ mod tests {
             ("my file.txt", "my file.txt"),
         ];
         for (input, want) in ok {
-            assert_eq!(normalize_entry_path(input).as_deref(), Ok(*want), "{input:?}");
+            assert_eq!(
+                normalize_entry_path(input).as_deref(),
+                Ok(*want),
+                "{input:?}"
+            );
         }
         let bad: &[(&str, PathError)] = &[
             ("", PathError::Empty),

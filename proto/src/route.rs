@@ -49,10 +49,31 @@ impl AppUrl {
     /// The path and query to request inside the guest, where every app is
     /// served under `/app/<name>/` whatever project prefix the browser used.
     pub fn guest_target(&self) -> String {
-        let rest = if self.rest.is_empty() { "/" } else { &self.rest };
+        let rest = if self.rest.is_empty() {
+            "/"
+        } else {
+            &self.rest
+        };
         match &self.query {
             Some(q) => format!("/app/{}{}?{}", self.name, rest, q),
             None => format!("/app/{}{}", self.name, rest),
+        }
+    }
+
+    /// Maps a `Location` the guest sent (`/app/<name>/...`, possibly with the
+    /// guest's own `http://localhost` origin) back under the prefix the
+    /// browser used. Other locations are returned as they are.
+    pub fn browser_location(&self, guest_location: &str) -> String {
+        let path = guest_location
+            .strip_prefix("http://localhost")
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or(guest_location);
+        let guest_prefix = format!("/app/{}", self.name);
+        match path.strip_prefix(&guest_prefix) {
+            Some(rest) if rest.is_empty() || rest.starts_with(['/', '?']) => {
+                format!("{}{}", self.prefix, rest)
+            }
+            _ => guest_location.to_owned(),
         }
     }
 
@@ -87,7 +108,9 @@ impl RouteTable {
         ];
         for (pattern, value) in routes {
             // The patterns are fixed above; a conflict is a bug caught by the tests.
-            router.insert(pattern, value).expect("app route patterns conflict");
+            router
+                .insert(pattern, value)
+                .expect("app route patterns conflict");
         }
         RouteTable { router }
     }
@@ -116,7 +139,13 @@ impl RouteTable {
             Shape::Bare => String::new(),
             Shape::Inside => path[prefix.len()..].to_owned(),
         };
-        Some(AppUrl { project, name, prefix, rest, query })
+        Some(AppUrl {
+            project,
+            name,
+            prefix,
+            rest,
+            query,
+        })
     }
 }
 
@@ -155,7 +184,13 @@ mod tests {
     fn app_urls_table() {
         let table = RouteTable::new();
         let cases = [
-            Case { url: "/app/site/", project: None, name: "site", rest: "/", target: "/app/site/" },
+            Case {
+                url: "/app/site/",
+                project: None,
+                name: "site",
+                rest: "/",
+                target: "/app/site/",
+            },
             Case {
                 url: "/app/site/css/main.css",
                 project: None,
@@ -184,7 +219,13 @@ mod tests {
                 rest: "/deep/er/x.js",
                 target: "/app/site/deep/er/x.js",
             },
-            Case { url: "/app/site", project: None, name: "site", rest: "", target: "/app/site/" },
+            Case {
+                url: "/app/site",
+                project: None,
+                name: "site",
+                rest: "",
+                target: "/app/site/",
+            },
             Case {
                 url: "/default/app/site",
                 project: Some("default"),
@@ -193,10 +234,18 @@ mod tests {
                 target: "/app/site/",
             },
             // A project may itself be called `app`; the shorter shape wins.
-            Case { url: "/app/app/x", project: None, name: "app", rest: "/x", target: "/app/app/x" },
+            Case {
+                url: "/app/app/x",
+                project: None,
+                name: "app",
+                rest: "/x",
+                target: "/app/app/x",
+            },
         ];
         for case in cases {
-            let got = table.classify(case.url).unwrap_or_else(|| panic!("{} not matched", case.url));
+            let got = table
+                .classify(case.url)
+                .unwrap_or_else(|| panic!("{} not matched", case.url));
             assert_eq!(got.project.as_deref(), case.project, "{}", case.url);
             assert_eq!(got.name, case.name, "{}", case.url);
             assert_eq!(got.rest, case.rest, "{}", case.url);
@@ -232,12 +281,36 @@ mod tests {
     }
 
     #[test]
+    fn guest_redirects_keep_the_browser_prefix() {
+        let table = RouteTable::new();
+        let url = table.classify("/p1/app/site/css").unwrap();
+        let cases = [
+            ("/app/site/css/", "/p1/app/site/css/"),
+            ("http://localhost/app/site/css/", "/p1/app/site/css/"),
+            ("/app/site?x=1", "/p1/app/site?x=1"),
+            ("/app/sites/x", "/app/sites/x"),
+            (
+                "https://example.com/app/site/",
+                "https://example.com/app/site/",
+            ),
+            ("other/relative", "other/relative"),
+        ];
+        for (guest, want) in cases {
+            assert_eq!(url.browser_location(guest), want, "{guest}");
+        }
+    }
+
+    #[test]
     fn encoded_names_are_decoded_then_validated() {
         let table = RouteTable::new();
         let dotdot = table.classify("/app/%2e%2e/etc").unwrap();
         assert_eq!(dotdot.name, "..");
         assert!(dotdot.validate_name().is_err());
-        assert_eq!(table.classify("/app/%zz/"), None, "malformed escape is not an app");
+        assert_eq!(
+            table.classify("/app/%zz/"),
+            None,
+            "malformed escape is not an app"
+        );
         assert_eq!(percent_decode("a%2Fb"), Some("a/b".into()));
     }
 }

@@ -9,6 +9,24 @@ use std::fmt;
 
 const BLOCK: usize = 512;
 
+/// Largest archive the guest agent accepts for one deploy.
+pub const MAX_ARCHIVE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The exact size of the archive [`TarWriter`] writes for files of these
+/// path lengths and sizes, so a page can refuse an oversized upload before
+/// reading a byte of it.
+pub fn archive_size<'a>(files: impl IntoIterator<Item = (usize, u64)> + 'a) -> u64 {
+    let block = BLOCK as u64;
+    let mut total = 2 * block;
+    for (path_len, size) in files {
+        if path_len > 100 {
+            total += 2 * block;
+        }
+        total += block + size.div_ceil(block) * block;
+    }
+    total
+}
+
 /// Appends files to an in-memory tar archive.
 #[derive(Debug, Default)]
 pub struct TarWriter {
@@ -175,7 +193,9 @@ pub fn read_entries(archive: &[u8]) -> Result<Vec<Entry<'_>>, TarError> {
         let kind = header[156];
         let data_start = pos + BLOCK;
         let data_end = data_start.checked_add(size).ok_or(TarError::Truncated)?;
-        let data = archive.get(data_start..data_end).ok_or(TarError::Truncated)?;
+        let data = archive
+            .get(data_start..data_end)
+            .ok_or(TarError::Truncated)?;
         pos = data_start + size.div_ceil(BLOCK) * BLOCK;
         let raw_name = match long_path.take() {
             Some(p) => p,
@@ -207,7 +227,11 @@ fn header_name(header: &[u8]) -> String {
         String::from_utf8_lossy(&bytes[..end]).into_owned()
     };
     let name = field(0..100);
-    let prefix = if &header[257..262] == b"ustar" { field(345..500) } else { String::new() };
+    let prefix = if &header[257..262] == b"ustar" {
+        field(345..500)
+    } else {
+        String::new()
+    };
     if prefix.is_empty() {
         name
     } else {
@@ -228,7 +252,13 @@ fn check_sum(header: &[u8]) -> Result<(), TarError> {
     let sum: u64 = header
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { b' ' as u64 } else { *b as u64 })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                b' ' as u64
+            } else {
+                *b as u64
+            }
+        })
         .sum();
     if sum == stored {
         Ok(())
@@ -274,10 +304,27 @@ mod tests {
     }
 
     #[test]
+    fn archive_size_is_exact() {
+        let files: [(&str, usize); 3] = [("a.txt", 0), ("b/c.bin", 513), (&"x".repeat(150), 7)];
+        let mut w = TarWriter::new();
+        for (path, size) in files {
+            w.add_file(path, &vec![1; size]).unwrap();
+        }
+        let predicted = archive_size(files.iter().map(|(p, s)| (p.len(), *s as u64)));
+        assert_eq!(predicted, w.finish().len() as u64);
+    }
+
+    #[test]
     fn writer_refuses_escaping_paths() {
         let mut w = TarWriter::new();
-        assert!(matches!(w.add_file("../x", b""), Err(PathError::Escapes(_))));
-        assert!(matches!(w.add_file("/etc/passwd", b""), Err(PathError::Absolute(_))));
+        assert!(matches!(
+            w.add_file("../x", b""),
+            Err(PathError::Escapes(_))
+        ));
+        assert!(matches!(
+            w.add_file("/etc/passwd", b""),
+            Err(PathError::Absolute(_))
+        ));
     }
 
     /// Builds a header by hand, the way a hostile archive would.
@@ -299,12 +346,21 @@ mod tests {
     #[test]
     fn hostile_archives_are_refused() {
         let escape = raw_entry("../../etc/cron.d/x", b'0', b"boom");
-        assert!(matches!(read_entries(&escape), Err(TarError::Path(PathError::Escapes(_)))));
+        assert!(matches!(
+            read_entries(&escape),
+            Err(TarError::Path(PathError::Escapes(_)))
+        ));
         assert_eq!(read_entries(&escape).unwrap_err().code(), "path_escapes");
         let absolute = raw_entry("/etc/passwd", b'0', b"");
-        assert!(matches!(read_entries(&absolute), Err(TarError::Path(PathError::Absolute(_)))));
+        assert!(matches!(
+            read_entries(&absolute),
+            Err(TarError::Path(PathError::Absolute(_)))
+        ));
         let link = raw_entry("link", b'2', b"");
-        assert_eq!(read_entries(&link), Err(TarError::Unsupported("link".into(), b'2')));
+        assert_eq!(
+            read_entries(&link),
+            Err(TarError::Unsupported("link".into(), b'2'))
+        );
         let mut corrupt = raw_entry("a.txt", b'0', b"abc");
         corrupt[0] = b'b';
         assert_eq!(read_entries(&corrupt), Err(TarError::BadChecksum));

@@ -1,0 +1,60 @@
+//! The service worker: decides which fetches belong to apps and answers them
+//! through the page bridge.
+//!
+//! `web/sw.js` loads this module once at top level and hands every `fetch`
+//! and `message` event to the functions exported here. The worker keeps no
+//! state that matters across restarts: when the browser stops and restarts
+//! it, the next app request asks the open pages for a new bridge port.
+
+mod body;
+mod bridge;
+mod pages;
+mod timer;
+
+use appserver_proto::route::RouteTable;
+use std::cell::OnceCell;
+use wasm_bindgen::prelude::*;
+
+thread_local! {
+    static ROUTES: OnceCell<RouteTable> = const { OnceCell::new() };
+}
+
+fn with_routes<R>(f: impl FnOnce(&RouteTable) -> R) -> R {
+    ROUTES.with(|cell| f(cell.get_or_init(RouteTable::new)))
+}
+
+/// Sets up panic reporting; called once by the bootstrap after instantiation.
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// True when the worker should answer a fetch of `url` itself. Must be cheap
+/// and synchronous: the bootstrap calls it before `respondWith`.
+#[wasm_bindgen]
+pub fn wants(url: &str) -> bool {
+    let Ok(parsed) = web_sys::Url::new(url) else {
+        return false;
+    };
+    let origin = js_sys::global()
+        .unchecked_into::<web_sys::ServiceWorkerGlobalScope>()
+        .location()
+        .origin();
+    parsed.origin() == origin && with_routes(|t| t.classify(&parsed.pathname()).is_some())
+}
+
+/// Answers an app request. Always resolves to a `Response`: failures become
+/// error pages with the status decided in [`pages`].
+#[wasm_bindgen]
+pub async fn handle_fetch(request: web_sys::Request) -> web_sys::Response {
+    match bridge::forward(request).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// Handles a message posted to the worker: a page offering its bridge port.
+#[wasm_bindgen]
+pub fn on_message(event: web_sys::ExtendableMessageEvent) {
+    bridge::on_message(event);
+}

@@ -1,0 +1,175 @@
+//! A client for the agent inside the guest, which deploys and lists apps.
+//!
+//! The agent speaks HTTP/1.1 with JSON bodies on guest port [`AGENT_PORT`];
+//! each call is one connection.
+
+use crate::engine::{ConnEvent, Engine, EngineError};
+use crate::timer::timeout;
+use appserver_proto::http1::{request_head, Event, ResponseParser};
+use futures::StreamExt;
+use serde::Deserialize;
+use std::fmt;
+
+/// The guest port the agent listens on.
+pub const AGENT_PORT: u16 = 8081;
+/// How long one agent call may take, deploys included.
+const CALL_TIMEOUT_MS: u32 = 120_000;
+
+/// What the agent reports about one deployed app.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AppInfo {
+    /// The app's name.
+    pub name: String,
+    /// Number of files.
+    pub files: u64,
+    /// Total bytes of its files.
+    pub bytes: u64,
+}
+
+#[derive(Deserialize)]
+struct AppList {
+    apps: Vec<AppInfo>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// Why an agent call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentError {
+    /// The connection could not be made or broke.
+    Engine(EngineError),
+    /// The agent did not answer within the time limit.
+    Timeout,
+    /// The agent's answer was not valid HTTP or JSON.
+    Malformed(String),
+    /// The agent refused the request.
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The agent's stable error code.
+        code: String,
+        /// The agent's message.
+        message: String,
+    },
+}
+
+impl AgentError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &str {
+        match self {
+            AgentError::Engine(_) => "guest_unreachable",
+            AgentError::Timeout => "timeout",
+            AgentError::Malformed(_) => "bad_gateway",
+            AgentError::Refused { code, .. } => code,
+        }
+    }
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentError::Engine(e) => write!(f, "cannot reach the guest agent: {e}"),
+            AgentError::Timeout => write!(f, "the guest agent did not answer in time"),
+            AgentError::Malformed(why) => write!(f, "the guest agent's answer is malformed: {why}"),
+            AgentError::Refused { message, .. } => write!(f, "{message}"),
+        }
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+/// Sends one request to the agent and returns the status and body.
+async fn call(
+    engine: &dyn Engine,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), AgentError> {
+    let work = async {
+        let mut conn = engine
+            .connect(AGENT_PORT)
+            .await
+            .map_err(AgentError::Engine)?;
+        let len = if method == "GET" {
+            None
+        } else {
+            Some(body.len() as u64)
+        };
+        conn.writer.write(&request_head(method, path, &[], "", len));
+        if !body.is_empty() {
+            conn.writer.write(body);
+        }
+        let mut parser = ResponseParser::new(method);
+        let mut status = 0;
+        let mut out = Vec::new();
+        let malformed =
+            |e: appserver_proto::http1::ParseError| AgentError::Malformed(e.to_string());
+        while !parser.is_done() {
+            let events = match conn.events.next().await {
+                Some(ConnEvent::Data(bytes)) => parser.feed(&bytes).map_err(malformed)?,
+                _ => parser.finish().map_err(malformed)?,
+            };
+            for event in events {
+                match event {
+                    Event::Head(head) => status = head.status,
+                    Event::Body(bytes) => out.extend(bytes),
+                    Event::Done => {}
+                }
+            }
+        }
+        conn.writer.close();
+        Ok((status, out))
+    };
+    timeout(CALL_TIMEOUT_MS, work)
+        .await
+        .unwrap_or(Err(AgentError::Timeout))
+}
+
+fn refused(status: u16, body: &[u8]) -> AgentError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => AgentError::Refused {
+            status,
+            code: e.error.code,
+            message: e.error.message,
+        },
+        Err(_) => AgentError::Refused {
+            status,
+            code: "agent_error".into(),
+            message: format!("the guest agent answered {status}"),
+        },
+    }
+}
+
+fn json<T: for<'de> Deserialize<'de>>(status: u16, body: &[u8]) -> Result<T, AgentError> {
+    if !(200..300).contains(&status) {
+        return Err(refused(status, body));
+    }
+    serde_json::from_slice(body).map_err(|e| AgentError::Malformed(e.to_string()))
+}
+
+/// Lists the apps deployed in the guest.
+pub async fn list_apps(engine: &dyn Engine) -> Result<Vec<AppInfo>, AgentError> {
+    let (status, body) = call(engine, "GET", "/v1/apps", &[]).await?;
+    json::<AppList>(status, &body).map(|l| l.apps)
+}
+
+/// Deploys a tar archive as app `name`, replacing any previous version.
+pub async fn deploy(engine: &dyn Engine, name: &str, tar: &[u8]) -> Result<AppInfo, AgentError> {
+    let (status, body) = call(engine, "PUT", &format!("/v1/apps/{name}"), tar).await?;
+    json(status, &body)
+}
+
+/// Removes app `name` from the guest.
+pub async fn delete(engine: &dyn Engine, name: &str) -> Result<(), AgentError> {
+    let (status, body) = call(engine, "DELETE", &format!("/v1/apps/{name}"), &[]).await?;
+    json::<serde_json::Value>(status, &body).map(|_| ())
+}

@@ -1,0 +1,256 @@
+//! The v86 engine: the emulator from npm `v86`, driven through its JS API.
+//!
+//! `libv86.js` must be loaded by the page (it defines the global `V86`).
+//! Guest TCP goes through v86's `fetch` network adapter, whose small TCP/IP
+//! stack can open connections from the page to a port in the guest.
+
+use crate::engine::{ConnEvent, ConnWriter, Engine, EngineError, EngineEvent, GuestConn};
+use crate::image::ImageSpec;
+use futures::channel::{mpsc, oneshot};
+use futures::future::LocalBoxFuture;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+/// The line the guest's init prints on the serial console once nginx and the
+/// agent accept connections.
+pub const READY_LINE: &str = "APPSERVER-READY";
+
+#[wasm_bindgen]
+extern "C" {
+    /// The emulator object from `libv86.js`.
+    #[wasm_bindgen(js_name = V86)]
+    type V86;
+
+    #[wasm_bindgen(constructor, js_class = "V86", catch)]
+    fn new(options: &JsValue) -> Result<V86, JsValue>;
+
+    #[wasm_bindgen(method)]
+    fn add_listener(this: &V86, event: &str, listener: &JsValue);
+
+    #[wasm_bindgen(method, catch)]
+    fn destroy(this: &V86) -> Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, getter)]
+    fn network_adapter(this: &V86) -> Option<NetAdapter>;
+
+    /// v86's fetch network adapter (its connect API is missing from v86.d.ts).
+    type NetAdapter;
+
+    #[wasm_bindgen(method, catch)]
+    fn connect(this: &NetAdapter, port: u16) -> Result<TcpConn, JsValue>;
+
+    /// One host-to-guest TCP connection of the adapter.
+    type TcpConn;
+
+    #[wasm_bindgen(method)]
+    fn on(this: &TcpConn, event: &str, handler: &JsValue);
+
+    #[wasm_bindgen(method)]
+    fn write(this: &TcpConn, data: &js_sys::Uint8Array);
+
+    #[wasm_bindgen(method)]
+    fn close(this: &TcpConn);
+}
+
+/// Where the page serves v86's own files.
+#[derive(Debug, Clone)]
+pub struct V86Assets {
+    /// URL of `v86.wasm`.
+    pub wasm: String,
+    /// URL of the SeaBIOS image.
+    pub bios: String,
+    /// URL of the VGA BIOS image.
+    pub vga_bios: String,
+}
+
+impl Default for V86Assets {
+    fn default() -> Self {
+        V86Assets {
+            wasm: "/v86/v86.wasm".into(),
+            bios: "/v86/bios/seabios.bin".into(),
+            vga_bios: "/v86/bios/vgabios.bin".into(),
+        }
+    }
+}
+
+/// The v86 engine.
+pub struct V86Engine {
+    assets: V86Assets,
+    emulator: RefCell<Option<V86>>,
+}
+
+impl V86Engine {
+    /// An engine that loads v86's files from `assets`.
+    pub fn new(assets: V86Assets) -> Self {
+        V86Engine {
+            assets,
+            emulator: RefCell::new(None),
+        }
+    }
+}
+
+fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        let _ = js_sys::Reflect::set(&o, &(*k).into(), v);
+    }
+    o.into()
+}
+
+fn field(value: &JsValue, name: &str) -> JsValue {
+    js_sys::Reflect::get(value, &name.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+impl Engine for V86Engine {
+    fn start(
+        &self,
+        image: &ImageSpec,
+    ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, EngineError> {
+        self.stop();
+        let m = &image.manifest;
+        let options = obj(&[
+            ("wasm_path", self.assets.wasm.clone().into()),
+            ("memory_size", (m.memory_mb as f64 * 1024.0 * 1024.0).into()),
+            ("vga_memory_size", (2.0 * 1024.0 * 1024.0).into()),
+            ("bios", obj(&[("url", self.assets.bios.clone().into())])),
+            (
+                "vga_bios",
+                obj(&[("url", self.assets.vga_bios.clone().into())]),
+            ),
+            ("bzimage", obj(&[("url", image.url("vmlinuz").into())])),
+            ("initrd", obj(&[("url", image.url("initrd").into())])),
+            ("cmdline", m.cmdline.clone().into()),
+            (
+                "hda",
+                obj(&[
+                    ("url", image.url("disk").into()),
+                    ("async", true.into()),
+                    ("size", (image.size("disk") as f64).into()),
+                ]),
+            ),
+            (
+                "net_device",
+                obj(&[("type", "virtio".into()), ("relay_url", "fetch".into())]),
+            ),
+            ("autostart", true.into()),
+            ("disable_keyboard", true.into()),
+            ("disable_mouse", true.into()),
+            ("disable_speaker", true.into()),
+        ]);
+        let emulator = V86::new(&options)
+            .map_err(|e| EngineError::Unavailable(format!("{e:?} (is libv86.js loaded?)")))?;
+        let (tx, rx) = mpsc::unbounded();
+
+        let progress_tx = tx.clone();
+        let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+            let _ = progress_tx.unbounded_send(EngineEvent::Download {
+                file: field(&e, "file_name").as_string().unwrap_or_default(),
+                loaded: field(&e, "loaded").as_f64().unwrap_or(0.0),
+                total: field(&e, "total").as_f64().unwrap_or(0.0),
+            });
+        });
+        emulator.add_listener("download-progress", &on_progress.into_js_value());
+
+        let ready_tx = tx.clone();
+        let on_ready = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+            let _ = ready_tx.unbounded_send(EngineEvent::Booting);
+        });
+        emulator.add_listener("emulator-ready", &on_ready.into_js_value());
+
+        let line = Rc::new(RefCell::new(Vec::<u8>::new()));
+        let console_tx = tx;
+        let on_serial = Closure::<dyn FnMut(JsValue)>::new(move |byte: JsValue| {
+            let byte = byte.as_f64().unwrap_or(0.0) as u8;
+            let mut line = line.borrow_mut();
+            if byte != b'\n' {
+                if byte != b'\r' && line.len() < 4096 {
+                    line.push(byte);
+                }
+                return;
+            }
+            let text = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            let ready = text.trim() == READY_LINE;
+            let _ = console_tx.unbounded_send(EngineEvent::Console(text));
+            if ready {
+                let _ = console_tx.unbounded_send(EngineEvent::Ready);
+            }
+        });
+        emulator.add_listener("serial0-output-byte", &on_serial.into_js_value());
+
+        *self.emulator.borrow_mut() = Some(emulator);
+        Ok(rx)
+    }
+
+    fn connect(&self, port: u16) -> LocalBoxFuture<'static, Result<GuestConn, EngineError>> {
+        let adapter = self
+            .emulator
+            .borrow()
+            .as_ref()
+            .and_then(|e| e.network_adapter());
+        Box::pin(async move {
+            let adapter = adapter.ok_or(EngineError::NotRunning)?;
+            let conn = adapter
+                .connect(port)
+                .map_err(|_| EngineError::Refused(port))?;
+            let (tx, rx) = mpsc::unbounded();
+            let (open_tx, open_rx) = oneshot::channel::<bool>();
+            let open_tx = Rc::new(RefCell::new(Some(open_tx)));
+
+            let opened = open_tx.clone();
+            let on_connect = Closure::<dyn FnMut()>::new(move || {
+                if let Some(o) = opened.borrow_mut().take() {
+                    let _ = o.send(true);
+                }
+            });
+            let data_tx = tx.clone();
+            let on_data =
+                Closure::<dyn FnMut(js_sys::Uint8Array)>::new(move |bytes: js_sys::Uint8Array| {
+                    // v86 reuses its packet buffer: copy before returning.
+                    let _ = data_tx.unbounded_send(ConnEvent::Data(bytes.to_vec()));
+                });
+            let shut_tx = tx.clone();
+            let on_shutdown = Closure::<dyn FnMut()>::new(move || {
+                let _ = shut_tx.unbounded_send(ConnEvent::Shutdown);
+            });
+            let refused = open_tx;
+            let on_close = Closure::<dyn FnMut()>::new(move || {
+                if let Some(o) = refused.borrow_mut().take() {
+                    let _ = o.send(false);
+                }
+                let _ = tx.unbounded_send(ConnEvent::Closed);
+            });
+            // The adapter may call these after we stop listening, so JS owns them.
+            conn.on("connect", &on_connect.into_js_value());
+            conn.on("data", &on_data.into_js_value());
+            conn.on("shutdown", &on_shutdown.into_js_value());
+            conn.on("close", &on_close.into_js_value());
+            match open_rx.await {
+                Ok(true) => Ok(GuestConn {
+                    events: rx,
+                    writer: Box::new(V86Writer(conn)),
+                }),
+                _ => Err(EngineError::Refused(port)),
+            }
+        })
+    }
+
+    fn stop(&self) {
+        if let Some(emulator) = self.emulator.borrow_mut().take() {
+            let _ = emulator.destroy();
+        }
+    }
+}
+
+struct V86Writer(TcpConn);
+
+impl ConnWriter for V86Writer {
+    fn write(&self, bytes: &[u8]) {
+        self.0.write(&js_sys::Uint8Array::from(bytes));
+    }
+
+    fn close(&self) {
+        self.0.close();
+    }
+}

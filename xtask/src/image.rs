@@ -1,0 +1,82 @@
+//! Disk images of the environments: the guest agent cross-built for i686,
+//! then `images/build.sh` run once per recipe hash into the cache.
+
+use crate::build::{cargo_build_std, exec};
+use crate::{cache, root};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The environments there are images for.
+pub(crate) const ENVS: &[&str] = &["static"];
+
+/// Everything an image is made from; a change to any of it makes a new image.
+const RECIPE: &[&str] = &["images", "guest-agent", "proto/src", "Cargo.lock"];
+
+/// Builds the guest agent as a static i386 binary and returns its path.
+fn build_agent() -> Result<PathBuf> {
+    let target_dir = root().join("target/i686");
+    cargo_build_std(
+        "i686-unknown-linux-gnu",
+        &target_dir,
+        &["guest-agent"],
+        &[
+            ("CARGO_TARGET_I686_UNKNOWN_LINUX_GNU_LINKER", "gcc"),
+            (
+                "RUSTFLAGS",
+                "-C link-arg=-m32 -C target-feature=+crt-static",
+            ),
+        ],
+    )?;
+    Ok(target_dir.join("i686-unknown-linux-gnu/release/appserver-agent"))
+}
+
+/// Returns the cached image folder of `env`, building it first if its recipe
+/// changed. The folder holds `manifest.json`, `vmlinuz`, `initrd.img` and
+/// `disk.img`.
+pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
+    if !ENVS.contains(&env) {
+        bail!(
+            "unknown environment `{env}`: choose one of {}",
+            ENVS.join(", ")
+        );
+    }
+    let hash = cache::recipe_hash(&root(), RECIPE)?;
+    let out = cache::dir().join("images").join(format!("{env}-{hash}"));
+    if out.join("manifest.json").exists() {
+        return Ok(out);
+    }
+    eprintln!(
+        "xtask: building the `{env}` image into {} (several minutes, once)",
+        out.display()
+    );
+    let agent = build_agent()?;
+    let staging = out.with_extension("partial");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir_all(&staging)?;
+    exec(
+        Command::new("bash")
+            .arg(root().join("images/build.sh"))
+            .arg(env)
+            .arg(&staging)
+            .arg(&agent),
+    )?;
+    let manifest = staging.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).context("build.sh wrote no manifest.json")?;
+    let mut json: serde_json::Value = serde_json::from_str(&text)?;
+    // The manifest's version is the recipe hash, so browsers never mix files
+    // of two builds.
+    json["version"] = hash.clone().into();
+    std::fs::write(&manifest, serde_json::to_string_pretty(&json)?)?;
+    std::fs::rename(&staging, &out)?;
+    Ok(out)
+}
+
+/// Every environment's image folder, by environment id.
+pub(crate) fn ensure_all() -> Result<Vec<(String, PathBuf)>> {
+    ENVS.iter()
+        .map(|env| Ok((env.to_string(), ensure(env)?)))
+        .collect()
+}

@@ -1,0 +1,185 @@
+//! A small static file server for the site and the image files, with the
+//! HTTP Range support v86 needs to read disk images lazily.
+
+use anyhow::{anyhow, Result};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tiny_http::{Header, Request, Response, Server, StatusCode};
+
+/// Worker threads answering requests.
+const THREADS: usize = 8;
+
+struct Roots {
+    site: PathBuf,
+    images: Vec<(String, PathBuf)>,
+}
+
+/// Serves until the process ends.
+pub(crate) fn run(port: u16, site: PathBuf, images: Vec<(String, PathBuf)>) -> Result<()> {
+    let server = start(port, site, images)?;
+    println!(
+        "Application Server: http://localhost:{}/application-server/",
+        server.0
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Starts serving on `port` (0 picks a free one) in background threads and
+/// returns the port.
+pub(crate) fn start(
+    port: u16,
+    site: PathBuf,
+    images: Vec<(String, PathBuf)>,
+) -> Result<(u16, Arc<Server>)> {
+    let server = Arc::new(
+        Server::http(("127.0.0.1", port))
+            .map_err(|e| anyhow!("cannot listen on port {port}: {e}"))?,
+    );
+    let port = server
+        .server_addr()
+        .to_ip()
+        .map(|a| a.port())
+        .unwrap_or(port);
+    let roots = Arc::new(Roots { site, images });
+    for _ in 0..THREADS {
+        let server = server.clone();
+        let roots = roots.clone();
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let _ = answer(&roots, request);
+            }
+        });
+    }
+    Ok((port, server))
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name, value).expect("header names and values here are ASCII")
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "wasm" => "application/wasm",
+        "json" => "application/json",
+        "css" => "text/css; charset=utf-8",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Maps a URL path onto a file, refusing anything that climbs out.
+fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
+    let path = url_path.split('?').next().unwrap_or("");
+    if path.split('/').any(|s| s == ".." || s.contains('\\')) {
+        return None;
+    }
+    if let Some(rest) = path.strip_prefix("/images/") {
+        let (env, file) = rest.split_once('/')?;
+        let dir = &roots.images.iter().find(|(e, _)| e == env)?.1;
+        return Some(dir.join(file)).filter(|p| p.is_file());
+    }
+    let mut file = roots.site.join(path.trim_start_matches('/'));
+    if file.is_dir() {
+        file = file.join("index.html");
+    }
+    Some(file).filter(|p| p.is_file())
+}
+
+/// Parses `bytes=a-b` (or `a-`, or `-n`) against a file of `len` bytes.
+fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => (len.checked_sub(n.parse().ok()?)?, len - 1),
+        (a, "") => (a.parse().ok()?, len - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
+    };
+    (start <= end && end < len).then_some((start, end))
+}
+
+fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
+    let Some(path) = resolve(roots, request.url()) else {
+        let response = Response::from_string("not found\n").with_status_code(404);
+        return request.respond(response);
+    };
+    let mut file = File::open(&path)?;
+    let len = file.metadata()?.len();
+    let range = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("range"))
+        .map(|h| h.value.as_str().to_owned());
+    let common = [
+        header("Content-Type", content_type(&path)),
+        header("Cache-Control", "no-cache"),
+        header("Accept-Ranges", "bytes"),
+    ];
+    match range {
+        Some(value) if len > 0 => {
+            let Some((start, end)) = parse_range(&value, len) else {
+                let response = Response::empty(StatusCode(416))
+                    .with_header(header("Content-Range", &format!("bytes */{len}")));
+                return request.respond(response);
+            };
+            file.seek(SeekFrom::Start(start))?;
+            let count = end - start + 1;
+            let mut response = Response::new(
+                StatusCode(206),
+                common.to_vec(),
+                file.take(count),
+                Some(count as usize),
+                None,
+            );
+            response.add_header(header(
+                "Content-Range",
+                &format!("bytes {start}-{end}/{len}"),
+            ));
+            request.respond(response)
+        }
+        _ => {
+            let response = Response::new(
+                StatusCode(200),
+                common.to_vec(),
+                file,
+                Some(len as usize),
+                None,
+            );
+            request.respond(response)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 999)));
+        assert_eq!(parse_range("bytes=1000-", 1000), None);
+        assert_eq!(parse_range("bytes=5-1", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+    }
+
+    #[test]
+    fn paths_cannot_climb_out() {
+        let roots = Roots {
+            site: crate::root().join("web"),
+            images: vec![],
+        };
+        assert_eq!(resolve(&roots, "/../Cargo.toml"), None);
+        assert_eq!(resolve(&roots, "/images/static/../x"), None);
+        assert!(resolve(&roots, "/sw.js").is_some());
+        assert!(resolve(&roots, "/application-server/").is_some());
+    }
+}
