@@ -9,6 +9,7 @@ mod build;
 mod cache;
 mod image;
 mod serve;
+mod setup;
 mod test;
 
 use anyhow::{bail, Result};
@@ -37,6 +38,9 @@ fn run() -> Result<()> {
         eprint!("{USAGE}");
         bail!("no command given");
     };
+    if matches!(command.as_str(), "serve" | "test" | "bench" | "build" | "image") {
+        setup::ensure_packages()?;
+    }
     match command.as_str() {
         "serve" => {
             let port = flag_value(&args, "--port").unwrap_or(8080);

@@ -1,0 +1,130 @@
+// `cargo xtask bench`: boots the static environment in real Chromium, deploys
+// the fixture site and prints figures, one `name: value unit` line each. The
+// same requests against nginx running natively on this host give the
+// denominator of the emulation's cost.
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BASE, deployFolder, launch, loadStatic, openServer, staticSite } from "../e2e/harness.mjs";
+
+const SMALL = "data/asset-2k.bin";
+const LARGE = "data/asset-1m.bin";
+
+function print(name, value, unit) {
+  console.log(`${name}: ${typeof value === "number" ? value.toFixed(value < 10 ? 2 : 1) : value} ${unit}`);
+}
+
+function percentile(values, p) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** Times sequential fetches of `url` from inside `page`, in milliseconds. */
+async function latencies(page, url, count) {
+  return page.evaluate(async ({ url, count }) => {
+    const out = [];
+    for (let i = 0; i < count; i++) {
+      const t = performance.now();
+      const r = await fetch(url, { cache: "no-store" });
+      await r.arrayBuffer();
+      if (!r.ok) throw new Error(`${url} answered ${r.status}`);
+      out.push(performance.now() - t);
+    }
+    return out;
+  }, { url, count });
+}
+
+/** Requests per second with `workers` requests in flight at once. */
+async function throughput(page, url, workers, total) {
+  return page.evaluate(async ({ url, workers, total }) => {
+    let left = total;
+    const t = performance.now();
+    await Promise.all(Array.from({ length: workers }, async () => {
+      while (left-- > 0) {
+        const r = await fetch(url, { cache: "no-store" });
+        await r.arrayBuffer();
+      }
+    }));
+    return total / ((performance.now() - t) / 1000);
+  }, { url, workers, total });
+}
+
+async function measure(page, prefix, label) {
+  const small = await latencies(page, `${prefix}${SMALL}`, 60);
+  const large = await latencies(page, `${prefix}${LARGE}`, 10);
+  const rps = await throughput(page, `${prefix}${SMALL}`, 10, 200);
+  print(`${label}_2k_p50`, percentile(small, 50), "ms");
+  print(`${label}_2k_p95`, percentile(small, 95), "ms");
+  print(`${label}_1m_p50`, percentile(large, 50), "ms");
+  print(`${label}_1m_p95`, percentile(large, 95), "ms");
+  print(`${label}_rps_10_concurrent`, rps, "req/s");
+  return { small: percentile(small, 50), large: percentile(large, 50), rps };
+}
+
+async function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** nginx from the host's Debian package serving the same folder. */
+async function nativeNginx(root) {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "appserver-nginx-"));
+  const conf = join(dir, "nginx.conf");
+  writeFileSync(conf, `daemon off; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+events {}
+http { include /etc/nginx/mime.types; access_log off;
+  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
+  uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  server { listen 127.0.0.1:${port}; location /app/site/ { alias ${root}/; } } }
+`);
+  const proc = spawn("nginx", ["-c", conf, "-p", dir], { stdio: "inherit" });
+  await new Promise((r) => setTimeout(r, 500));
+  return { url: `http://127.0.0.1:${port}`, stop: () => proc.kill() };
+}
+
+const site = staticSite();
+const browser = await launch();
+try {
+  const context = await browser.newContext();
+  const page = await openServer(context);
+  const clicked = Date.now();
+  await loadStatic(page);
+  print("cold_boot_to_ready", (Date.now() - clicked) / 1000, "s");
+  const downloaded = await page.evaluate(() => performance.getEntriesByType("resource")
+    .filter((e) => /\/(images|v86)\//.test(e.name))
+    .reduce((sum, e) => sum + (e.encodedBodySize || 0), 0));
+  print("first_load_downloaded", downloaded / 1e6, "MB");
+  const memory = await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0);
+  print("page_js_heap_after_boot", memory / 1e6, "MB");
+
+  const t = Date.now();
+  const result = await deployFolder(page, "site", site.dir);
+  if (result.state !== "done") throw new Error(`deploy failed: ${result.text}`);
+  print("deploy_static_site", (Date.now() - t) / 1000, "s");
+
+  const vm = await measure(page, "/app/site/", "sw_vm");
+  let native = null;
+  try {
+    const nginx = await nativeNginx(site.dir);
+    const nativePage = await context.newPage();
+    await nativePage.goto(`${nginx.url}/app/site/`);
+    native = await measure(nativePage, "/app/site/", "native_nginx");
+    nginx.stop();
+  } catch (e) {
+    console.error(`native nginx unavailable (${e.message}); no ratio printed`);
+  }
+  if (native) {
+    print("ratio_2k_p50_vm_over_native", vm.small / native.small, "x");
+    print("ratio_1m_p50_vm_over_native", vm.large / native.large, "x");
+    print("ratio_rps_native_over_vm", native.rps / vm.rps, "x");
+  }
+} finally {
+  await browser.close();
+}

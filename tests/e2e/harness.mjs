@@ -1,0 +1,123 @@
+// Shared helpers for the browser end-to-end tests: real Chromium driven by
+// playwright-core, against the server `cargo xtask test` started.
+import { chromium } from "playwright-core";
+import { createHash } from "node:crypto";
+import { cpSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+
+export const BASE = process.env.APP_BASE_URL ?? "http://localhost:8080";
+const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
+/** A cold boot takes about a minute on two cores; leave room for a busy machine. */
+export const BOOT_TIMEOUT_MS = 300_000;
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+}
+
+/** Every file under `dir`, with its path relative to `dir`. */
+export function walk(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...walk(path));
+    else out.push(relative(dir, path));
+  }
+  return out.sort();
+}
+
+export function sha256(bytes) {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** Deterministic pseudo-random bytes, so a failure can be reproduced. */
+export function noise(size, seed) {
+  const out = Buffer.alloc(size);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/**
+ * The static fixture site copied into a temporary folder, with a 2 kB and a
+ * 1 MiB asset generated beside it. Returns the folder and each file's hash.
+ */
+export function staticSite() {
+  const dir = mkdtempSync(join(tmpdir(), "appserver-site-"));
+  cpSync(join(FIXTURES, "static-site"), dir, { recursive: true });
+  mkdirSync(join(dir, "data"), { recursive: true });
+  writeFileSync(join(dir, "data", "asset-2k.bin"), noise(2048, 7));
+  writeFileSync(join(dir, "data", "asset-1m.bin"), noise(1024 * 1024, 11));
+  const files = walk(dir).map((path) => ({ path, sha256: sha256(readFileSync(join(dir, path))) }));
+  return { dir, files };
+}
+
+/** Opens the management page and waits until the service worker controls it. */
+export async function openServer(context) {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("[page error]", e.message));
+  await page.goto(`${BASE}/application-server/`);
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
+  return page;
+}
+
+export async function vmState(page) {
+  return page.evaluate(() => document.body.dataset.vmState);
+}
+
+/** Clicks Load on the static environment and waits for ready. */
+export async function loadStatic(page) {
+  await page.click("#load-static");
+  await page.waitForFunction(() => document.body.dataset.vmState === "ready", null, {
+    timeout: BOOT_TIMEOUT_MS,
+  });
+}
+
+/** Deploys `dir` as app `name` through the page's folder picker. */
+export async function deployFolder(page, name, dir) {
+  // Forget the previous outcome, so the wait below sees this deploy's.
+  await page.$eval("#deploy-status", (el) => { el.dataset.state = "pending"; });
+  await page.fill("#app-name", name);
+  await page.setInputFiles("#folder-input", dir);
+  await page.click("#deploy-button");
+  await page.waitForFunction(
+    () => ["done", "error"].includes(document.getElementById("deploy-status").dataset.state),
+    null,
+    { timeout: 120_000 },
+  );
+  return page.evaluate(() => {
+    const el = document.getElementById("deploy-status");
+    return { state: el.dataset.state, text: el.textContent };
+  });
+}
+
+/** Fetches `url` from inside the page (through the service worker). */
+export async function fetchInPage(page, url, init = {}) {
+  return page.evaluate(async ({ url, init }) => {
+    const started = performance.now();
+    const response = await fetch(url, init);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    const hex = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+    return {
+      status: response.status,
+      url: response.url,
+      redirected: response.redirected,
+      contentType: response.headers.get("content-type"),
+      error: response.headers.get("x-appserver-error"),
+      size: bytes.length,
+      sha256: hex,
+      text: bytes.length < 20000 ? new TextDecoder().decode(bytes) : "",
+      ms: performance.now() - started,
+    };
+  }, { url, init });
+}
