@@ -1,8 +1,12 @@
 //! HTTP/1.1 as the bridge speaks it to servers inside the guest: a request
 //! head writer and an incremental response parser.
 //!
-//! The bridge opens one TCP connection per request and asks the server to
-//! close it afterwards, so the parser handles one response per connection.
+//! The bridge opens one TCP connection per request and closes it itself once
+//! the response is complete, so the parser handles one response per
+//! connection. It does not ask the server to close first: v86 0.5.462's TCP
+//! stack drops the data of a guest segment that also carries FIN, which
+//! Linux sends whenever a server closes right after writing, cutting the
+//! end off any response longer than one segment.
 
 use crate::frame::{Header, ResponseHead};
 use std::fmt;
@@ -25,9 +29,10 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Writes the request line and headers for a request sent into the guest.
 ///
-/// Hop-by-hop headers from the browser are dropped; `Host`, `Connection:
-/// close`, `X-Forwarded-Prefix` and, when there is a body, `Content-Length`
-/// are set here.
+/// Hop-by-hop headers from the browser are dropped; `Host`,
+/// `X-Forwarded-Prefix` and, when there is a body, `Content-Length` are set
+/// here. The connection stays persistent (HTTP/1.1's default) until the
+/// bridge closes it.
 pub fn request_head(
     method: &str,
     target: &str,
@@ -37,7 +42,7 @@ pub fn request_head(
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
-    out.extend_from_slice(b"Host: localhost\r\nConnection: close\r\n");
+    out.extend_from_slice(b"Host: localhost\r\n");
     out.extend_from_slice(format!("X-Forwarded-Prefix: {prefix}\r\n").as_bytes());
     if let Some(n) = body_len {
         out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
@@ -482,7 +487,7 @@ Connection: close\r\n\r\nhello";
         let text = String::from_utf8(head).unwrap();
         assert_eq!(
             text,
-            "POST /app/site/?a=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+            "POST /app/site/?a=1 HTTP/1.1\r\nHost: localhost\r\n\
 X-Forwarded-Prefix: /p/app/site\r\nContent-Length: 3\r\nAccept: text/html\r\n\r\n"
         );
     }

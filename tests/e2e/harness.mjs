@@ -22,12 +22,12 @@ export async function launch() {
 }
 
 /** Every file under `dir`, with its path relative to `dir`. */
-export function walk(dir) {
+export function walk(dir, base = dir) {
   const out = [];
   for (const name of readdirSync(dir)) {
     const path = join(dir, name);
-    if (statSync(path).isDirectory()) out.push(...walk(path));
-    else out.push(relative(dir, path));
+    if (statSync(path).isDirectory()) out.push(...walk(path, base));
+    else out.push(relative(base, path));
   }
   return out.sort();
 }

@@ -41,6 +41,10 @@ pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
             ENVS.join(", ")
         );
     }
+    // For working on the recipe: serve an image built by hand instead.
+    if let Some(dir) = std::env::var_os(format!("APPSERVER_IMAGE_{}", env.to_uppercase())) {
+        return Ok(PathBuf::from(dir));
+    }
     let hash = cache::recipe_hash(&root(), RECIPE)?;
     let out = cache::dir().join("images").join(format!("{env}-{hash}"));
     if out.join("manifest.json").exists() {

@@ -1,0 +1,544 @@
+//! Deployed apps on disk: extracting an upload, swapping it in, listing and deleting.
+//!
+//! Layout: `<apps_dir>/<name>/` holds an app's files and `<conf_dir>/<name>.conf`
+//! its nginx `location` block. Uploads are extracted into
+//! `<apps_dir>/.staging-<name>-<pid>-<seq>` and renamed into place, so a
+//! failed upload never touches the version being served.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::error::ApiError;
+use crate::nginx::Nginx;
+use crate::tar::{EntryKind, TarReader};
+use crate::validate::{entry_components, validate_app_name};
+
+/// Largest upload accepted, in bytes.
+pub const MAX_UPLOAD: u64 = 64 * 1024 * 1024;
+
+/// Serializes every change to the served apps and to nginx's configuration.
+static MUTATIONS: Mutex<()> = Mutex::new(());
+
+/// Makes staging and trash folder names unique within this process.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Where apps live and how nginx is driven.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Folder holding one sub-folder per app (`/srv/apps`).
+    pub apps_dir: PathBuf,
+    /// Folder of per-app nginx snippets (`/etc/nginx/apps`).
+    pub conf_dir: PathBuf,
+    /// The nginx to test and reload; `None` skips that (host tests).
+    pub nginx: Option<Nginx>,
+}
+
+/// What an app consists of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSummary {
+    /// The app's name.
+    pub name: String,
+    /// Number of regular files.
+    pub files: u64,
+    /// Total size of the regular files in bytes.
+    pub bytes: u64,
+}
+
+impl AppSummary {
+    /// JSON object `{"name":..,"files":..,"bytes":..}`.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"name\":{},\"files\":{},\"bytes\":{}}}",
+            crate::http::json_string(&self.name),
+            self.files,
+            self.bytes
+        )
+    }
+}
+
+/// Checks a name from a URL, turning a refusal into the API error.
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    validate_app_name(name).map_err(|why| ApiError::BadName {
+        name: name.to_string(),
+        why,
+    })
+}
+
+/// Takes the mutation lock; a panic elsewhere does not make it unusable.
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    MUTATIONS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A fresh hidden sibling folder name, e.g. `.staging-demo-42-3`.
+fn scratch_path(cfg: &Config, kind: &str, name: &str) -> PathBuf {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    cfg.apps_dir
+        .join(format!(".{kind}-{name}-{}-{seq}", std::process::id()))
+}
+
+/// Wraps an I/O error from the agent's own file handling.
+fn internal(what: &str, path: &Path, e: io::Error) -> ApiError {
+    ApiError::Internal(format!("{what} {}: {e}", path.display()))
+}
+
+/// Removes leftovers of interrupted uploads and deletions; called at start-up.
+pub fn clean_scratch(cfg: &Config) -> io::Result<()> {
+    fs::create_dir_all(&cfg.apps_dir)?;
+    fs::create_dir_all(&cfg.conf_dir)?;
+    for entry in fs::read_dir(&cfg.apps_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".staging-") || name.starts_with(".trash-") {
+            remove_any(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file or a folder tree; a missing path is fine.
+fn remove_any(path: &Path) -> io::Result<()> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Maps a file-system error while extracting entry `path`: clashes between
+/// entries are the archive's fault, anything else is ours.
+fn extract_error(path: &str, e: io::Error) -> ApiError {
+    match e.kind() {
+        io::ErrorKind::AlreadyExists
+        | io::ErrorKind::NotADirectory
+        | io::ErrorKind::IsADirectory => ApiError::BadArchive(format!(
+            "entry {path:?} clashes with an earlier entry (a file and a folder of the same name)"
+        )),
+        _ => ApiError::Internal(format!("writing entry {path:?} failed: {e}")),
+    }
+}
+
+/// Extracts a tar stream into the empty folder `dest`, refusing unsafe entries.
+pub fn extract(body: impl Read, dest: &Path) -> Result<(), ApiError> {
+    let mut tar = TarReader::new(body);
+    let mut dirs = DirBuilder::new();
+    dirs.recursive(true).mode(0o755);
+    while let Some(entry) = tar.next_entry().map_err(ApiError::from_tar)? {
+        let parts = entry_components(&entry.path).map_err(|why| {
+            if why.escapes() {
+                ApiError::PathEscapes {
+                    path: entry.path.clone(),
+                    why,
+                }
+            } else {
+                ApiError::BadArchive(format!("entry {:?} refused: {why}", entry.path))
+            }
+        })?;
+        let target = parts
+            .iter()
+            .fold(dest.to_path_buf(), |p, part| p.join(part));
+        // Old (V7) archives mark directories only by a trailing '/'.
+        let kind = match entry.kind {
+            EntryKind::File if entry.path.ends_with('/') && entry.size == 0 => EntryKind::Directory,
+            kind => kind,
+        };
+        match kind {
+            EntryKind::Directory => {
+                dirs.create(&target)
+                    .map_err(|e| extract_error(&entry.path, e))?;
+            }
+            EntryKind::File => {
+                if parts.is_empty() {
+                    return Err(ApiError::BadArchive(format!(
+                        "file entry {:?} has no file name",
+                        entry.path
+                    )));
+                }
+                if let Some(parent) = target.parent() {
+                    dirs.create(parent)
+                        .map_err(|e| extract_error(&entry.path, e))?;
+                }
+                let mode = if entry.mode & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(mode)
+                    .open(&target)
+                    .map_err(|e| extract_error(&entry.path, e))?;
+                tar.copy_data(&mut file).map_err(ApiError::from_tar)?;
+            }
+            kind => {
+                return Err(ApiError::UnsupportedEntry {
+                    path: entry.path,
+                    kind,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts the regular files under `dir` and their total size.
+pub fn measure(dir: &Path) -> io::Result<(u64, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d)? {
+            let entry = entry?;
+            let meta = fs::symlink_metadata(entry.path())?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// The nginx snippet serving app `name` under `/app/<name>/`.
+pub fn location_block(cfg: &Config, name: &str) -> String {
+    let root = cfg.apps_dir.join(name);
+    format!(
+        "# Written by appserver-agent for app {name:?}; replaced on every deploy.\n\
+         location = /app/{name} {{ return 301 /app/{name}/; }}\n\
+         location /app/{name}/ {{\n    alias {}/;\n    index index.html;\n    \
+         add_header {} {name} always;\n}}\n",
+        root.display(),
+        crate::nginx::APP_HEADER,
+    )
+}
+
+/// Deploys the tar stream `body` as app `name` (already validated) and
+/// returns what is now served. On error the previous version stays in place.
+pub fn deploy(cfg: &Config, name: &str, body: impl Read) -> Result<AppSummary, ApiError> {
+    let staging = scratch_path(cfg, "staging", name);
+    let result = stage(cfg, name, body, &staging);
+    if result.is_err() {
+        // Best effort: a leftover is also removed at the next start.
+        let _ = remove_any(&staging);
+    }
+    result
+}
+
+/// Extracts into `staging`, then swaps it in; `staging` may be left behind on error.
+fn stage(
+    cfg: &Config,
+    name: &str,
+    body: impl Read,
+    staging: &Path,
+) -> Result<AppSummary, ApiError> {
+    DirBuilder::new()
+        .mode(0o755)
+        .create(staging)
+        .map_err(|e| internal("creating", staging, e))?;
+    extract(body, staging)?;
+    let (files, bytes) = measure(staging).map_err(|e| internal("reading", staging, e))?;
+    if files == 0 {
+        return Err(ApiError::Empty);
+    }
+    let _guard = lock();
+    swap_in(cfg, name, staging)?;
+    Ok(AppSummary {
+        name: name.to_string(),
+        files,
+        bytes,
+    })
+}
+
+/// Renames `staging` to the app folder, writes its nginx snippet and reloads
+/// nginx; undoes the swap if nginx refuses the configuration.
+fn swap_in(cfg: &Config, name: &str, staging: &Path) -> Result<(), ApiError> {
+    let live = cfg.apps_dir.join(name);
+    let trash = scratch_path(cfg, "trash", name);
+    let had_old = match fs::rename(&live, &trash) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(internal("moving aside", &live, e)),
+    };
+    let restore_old = || {
+        if had_old {
+            let _ = remove_any(&live);
+            let _ = fs::rename(&trash, &live);
+        }
+    };
+    if let Err(e) = fs::rename(staging, &live) {
+        restore_old();
+        return Err(internal("moving into place", &live, e));
+    }
+    let conf = cfg.conf_dir.join(format!("{name}.conf"));
+    let wanted = location_block(cfg, name);
+    let old_conf = fs::read_to_string(&conf).ok();
+    let conf_changed = old_conf.as_deref() != Some(wanted.as_str());
+    let outcome = write_conf(&conf, &wanted).and_then(|()| match &cfg.nginx {
+        Some(nginx) => nginx.apply(name, true, conf_changed),
+        None => Ok(()),
+    });
+    if let Err(e) = outcome {
+        // Put everything back as it was: old files, old snippet (or none).
+        let _ = fs::rename(&live, staging);
+        restore_old();
+        match old_conf {
+            Some(text) => {
+                let _ = write_conf(&conf, &text);
+            }
+            None => {
+                let _ = fs::remove_file(&conf);
+            }
+        }
+        return Err(e);
+    }
+    if had_old {
+        remove_any(&trash).map_err(|e| internal("removing", &trash, e))?;
+    }
+    Ok(())
+}
+
+/// Writes an nginx snippet atomically (temporary file, then rename).
+fn write_conf(path: &Path, text: &str) -> Result<(), ApiError> {
+    let tmp = path.with_extension("conf.tmp");
+    fs::write(&tmp, text).map_err(|e| internal("writing", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| internal("renaming", &tmp, e))
+}
+
+/// Lists the deployed apps, sorted by name.
+pub fn list(cfg: &Config) -> Result<Vec<AppSummary>, ApiError> {
+    let read = |e| internal("listing", &cfg.apps_dir, e);
+    let mut apps = Vec::new();
+    for entry in fs::read_dir(&cfg.apps_dir).map_err(read)? {
+        let entry = entry.map_err(read)?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if validate_app_name(&name).is_err() || !entry.path().is_dir() {
+            continue;
+        }
+        let (files, bytes) =
+            measure(&entry.path()).map_err(|e| internal("reading", &entry.path(), e))?;
+        apps.push(AppSummary { name, files, bytes });
+    }
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(apps)
+}
+
+/// Removes app `name` (already validated): its folder and its nginx snippet.
+pub fn delete(cfg: &Config, name: &str) -> Result<(), ApiError> {
+    let _guard = lock();
+    let live = cfg.apps_dir.join(name);
+    let conf = cfg.conf_dir.join(format!("{name}.conf"));
+    if !live.is_dir() && !conf.exists() {
+        return Err(ApiError::NotFound(format!(
+            "no app named {name:?} is deployed; GET /v1/apps lists the deployed apps"
+        )));
+    }
+    let trash = scratch_path(cfg, "trash", name);
+    match fs::rename(&live, &trash) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(internal("moving aside", &live, e)),
+    }
+    match fs::remove_file(&conf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(internal("removing", &conf, e)),
+    }
+    if let Some(nginx) = &cfg.nginx {
+        nginx.apply(name, false, true)?;
+    }
+    remove_any(&trash).map_err(|e| internal("removing", &trash, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar::tests::{finish, push};
+
+    /// A fresh, empty configuration under the system temp folder.
+    fn temp_config(tag: &str) -> Config {
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!(
+            "guest-agent-test-{tag}-{}-{seq}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&root);
+        let cfg = Config {
+            apps_dir: root.join("apps"),
+            conf_dir: root.join("conf"),
+            nginx: None,
+        };
+        clean_scratch(&cfg).unwrap();
+        cfg
+    }
+
+    fn site(index: &str) -> Vec<u8> {
+        let mut tar = Vec::new();
+        push(&mut tar, "./", b'5', b"");
+        push(&mut tar, "./index.html", b'0', index.as_bytes());
+        push(&mut tar, "./css/site.css", b'0', b"body{}");
+        finish(&mut tar);
+        tar
+    }
+
+    fn cleanup(cfg: &Config) {
+        if let Some(root) = cfg.apps_dir.parent() {
+            let _ = fs::remove_dir_all(root);
+        }
+    }
+
+    fn only_app_dirs(cfg: &Config) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&cfg.apps_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn deploy_list_redeploy_delete() {
+        let cfg = temp_config("cycle");
+        let summary = deploy(&cfg, "demo", &site("v1")[..]).unwrap();
+        assert_eq!(
+            summary,
+            AppSummary {
+                name: "demo".into(),
+                files: 2,
+                bytes: 8
+            }
+        );
+        assert_eq!(
+            summary.to_json(),
+            "{\"name\":\"demo\",\"files\":2,\"bytes\":8}"
+        );
+        let index = cfg.apps_dir.join("demo/index.html");
+        assert_eq!(fs::read_to_string(&index).unwrap(), "v1");
+        let conf = fs::read_to_string(cfg.conf_dir.join("demo.conf")).unwrap();
+        assert!(conf.contains("location /app/demo/ {"));
+        assert!(conf.contains(&format!("alias {}/;", cfg.apps_dir.join("demo").display())));
+
+        deploy(&cfg, "demo", &site("version2")[..]).unwrap();
+        assert_eq!(fs::read_to_string(&index).unwrap(), "version2");
+        deploy(&cfg, "other", &site("x")[..]).unwrap();
+        let names: Vec<_> = list(&cfg).unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["demo", "other"]);
+        assert_eq!(
+            only_app_dirs(&cfg),
+            ["demo", "other"],
+            "no scratch folders left"
+        );
+
+        delete(&cfg, "demo").unwrap();
+        assert!(!cfg.apps_dir.join("demo").exists());
+        assert!(!cfg.conf_dir.join("demo.conf").exists());
+        assert!(matches!(delete(&cfg, "demo"), Err(ApiError::NotFound(_))));
+        cleanup(&cfg);
+    }
+
+    #[test]
+    fn failed_upload_keeps_old_version() {
+        let cfg = temp_config("keep");
+        deploy(&cfg, "demo", &site("v1")[..]).unwrap();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                {
+                    let mut t = Vec::new();
+                    push(&mut t, "ok.html", b'0', b"fine");
+                    push(&mut t, "../evil", b'0', b"x");
+                    finish(&mut t);
+                    t
+                },
+                "path_escapes",
+            ),
+            (
+                {
+                    let mut t = Vec::new();
+                    push(&mut t, "/etc/passwd", b'0', b"x");
+                    finish(&mut t);
+                    t
+                },
+                "path_escapes",
+            ),
+            (
+                {
+                    let mut t = Vec::new();
+                    push(&mut t, "link", b'2', b"");
+                    finish(&mut t);
+                    t
+                },
+                "unsupported_entry",
+            ),
+            (
+                {
+                    let mut t = Vec::new();
+                    push(&mut t, "dir/", b'5', b"");
+                    push(&mut t, "v7-dir/", b'0', b"");
+                    finish(&mut t);
+                    t
+                },
+                "empty",
+            ),
+            (
+                {
+                    let mut t = Vec::new();
+                    push(&mut t, "a", b'0', b"file");
+                    push(&mut t, "a/b", b'0', b"under a file");
+                    finish(&mut t);
+                    t
+                },
+                "bad_archive",
+            ),
+            (
+                b"this is not a tar archive at all".repeat(40),
+                "bad_archive",
+            ),
+            (site("truncated")[..700].to_vec(), "bad_archive"),
+        ];
+        for (tar, code) in cases {
+            let err = deploy(&cfg, "demo", &tar[..]).unwrap_err();
+            assert_eq!(err.code(), code, "{err}");
+            let index = cfg.apps_dir.join("demo/index.html");
+            assert_eq!(fs::read_to_string(index).unwrap(), "v1");
+            assert_eq!(
+                only_app_dirs(&cfg),
+                ["demo"],
+                "staging removed after {code}"
+            );
+        }
+        assert!(!cfg.apps_dir.parent().unwrap().join("evil").exists());
+        cleanup(&cfg);
+    }
+
+    #[test]
+    fn scratch_leftovers_are_cleaned() {
+        let cfg = temp_config("scratch");
+        fs::create_dir_all(cfg.apps_dir.join(".staging-demo-1-1/x")).unwrap();
+        fs::create_dir_all(cfg.apps_dir.join(".trash-demo-1-2")).unwrap();
+        fs::create_dir_all(cfg.apps_dir.join("kept")).unwrap();
+        clean_scratch(&cfg).unwrap();
+        assert_eq!(only_app_dirs(&cfg), ["kept"]);
+        cleanup(&cfg);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(check_name("Nope").unwrap_err().code(), "bad_name");
+        assert!(check_name("fine-1").is_ok());
+    }
+}

@@ -1,0 +1,189 @@
+//! The agent's API errors: HTTP status, stable machine-readable code and message.
+
+use std::fmt;
+
+use crate::http::{json_string, Response};
+use crate::tar::{EntryKind, TarError};
+use crate::validate::{NameError, PathError};
+
+/// Everything that can go wrong while answering one request.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request head could not be parsed.
+    BadRequest(String),
+    /// The app name in the URL is not acceptable.
+    BadName {
+        /// The name as given.
+        name: String,
+        /// Which rule it broke.
+        why: NameError,
+    },
+    /// An archive entry path is absolute or climbs out with `..`.
+    PathEscapes {
+        /// The entry path as stored in the archive.
+        path: String,
+        /// Which rule it broke.
+        why: PathError,
+    },
+    /// The body is not a readable tar archive, or its entries conflict.
+    BadArchive(String),
+    /// The archive holds no regular files.
+    Empty,
+    /// A symlink, hard link, device or other entry that is not a file or directory.
+    UnsupportedEntry {
+        /// The entry path as stored in the archive.
+        path: String,
+        /// What it is.
+        kind: EntryKind,
+    },
+    /// The body is larger than the limit.
+    TooLarge {
+        /// The Content-Length sent.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A body was needed but no Content-Length was sent.
+    LengthRequired,
+    /// No such route or app.
+    NotFound(String),
+    /// The route exists but not for this method.
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods the route supports.
+        allow: &'static str,
+    },
+    /// A failure on the agent's side (file system, nginx).
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_)
+            | Self::BadName { .. }
+            | Self::PathEscapes { .. }
+            | Self::BadArchive(_)
+            | Self::Empty
+            | Self::UnsupportedEntry { .. } => 400,
+            Self::NotFound(_) => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::LengthRequired => 411,
+            Self::TooLarge { .. } => 413,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// The stable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::BadName { .. } => "bad_name",
+            Self::PathEscapes { .. } => "path_escapes",
+            Self::BadArchive(_) => "bad_archive",
+            Self::Empty => "empty",
+            Self::UnsupportedEntry { .. } => "unsupported_entry",
+            Self::TooLarge { .. } => "too_large",
+            Self::LengthRequired => "length_required",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON error response `{"error":{"code":..,"message":..}}`.
+    pub fn to_response(&self) -> Response {
+        let body = format!(
+            "{{\"error\":{{\"code\":{},\"message\":{}}}}}",
+            json_string(self.code()),
+            json_string(&self.to_string())
+        );
+        let allow = match self {
+            Self::MethodNotAllowed { allow, .. } => Some(*allow),
+            _ => None,
+        };
+        Response {
+            status: self.status(),
+            allow,
+            body,
+        }
+    }
+
+    /// Maps an archive reading error; I/O failures while writing are internal.
+    pub fn from_tar(e: TarError) -> Self {
+        match e {
+            TarError::Io(io) => Self::Internal(format!("extracting the archive failed: {io}")),
+            other => Self::BadArchive(format!(
+                "{other}; send an uncompressed tar (ustar or PAX), e.g. `tar -cf app.tar -C dir .`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadRequest(why) => write!(f, "{why}"),
+            Self::BadName { name, why } => write!(
+                f,
+                "app name {name:?} refused: {why}; use 1-40 lowercase letters, digits and '-', \
+                 starting with a letter"
+            ),
+            Self::PathEscapes { path, why } => write!(
+                f,
+                "archive entry {path:?} refused: {why}; archive the app folder's contents with \
+                 relative paths, e.g. `tar -cf app.tar -C dir .`"
+            ),
+            Self::BadArchive(why) => write!(f, "the archive could not be used: {why}"),
+            Self::Empty => write!(
+                f,
+                "the archive contains no regular files; add at least one file (e.g. index.html)"
+            ),
+            Self::UnsupportedEntry { path, kind } => write!(
+                f,
+                "archive entry {path:?} is a {kind}; only regular files and directories are \
+                 allowed, replace links by copies of the files"
+            ),
+            Self::TooLarge { len, max } => write!(
+                f,
+                "the upload is {len} bytes, at most {max} bytes are accepted; remove large files"
+            ),
+            Self::LengthRequired => write!(
+                f,
+                "the upload needs a Content-Length header (chunked bodies are not supported)"
+            ),
+            Self::NotFound(what) => write!(f, "{what}"),
+            Self::MethodNotAllowed { method, allow } => {
+                write!(f, "method {method} is not allowed here; use {allow}")
+            }
+            Self::Internal(why) => write!(f, "internal error: {why}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_json() {
+        let e = ApiError::BadName {
+            name: "Bad\"".into(),
+            why: NameError::BadStart('B'),
+        };
+        let r = e.to_response();
+        assert_eq!(r.status, 400);
+        assert!(r
+            .body
+            .starts_with("{\"error\":{\"code\":\"bad_name\",\"message\":\"app name"));
+        assert!(r.body.contains("\\\"Bad\\\\\\\"\\\""), "{}", r.body);
+        let e = ApiError::MethodNotAllowed {
+            method: "POST".into(),
+            allow: "GET",
+        };
+        assert_eq!(e.to_response().allow, Some("GET"));
+        assert_eq!(ApiError::TooLarge { len: 2, max: 1 }.status(), 413);
+    }
+}
