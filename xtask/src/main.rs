@@ -38,7 +38,10 @@ fn run() -> Result<()> {
         eprint!("{USAGE}");
         bail!("no command given");
     };
-    if matches!(command.as_str(), "serve" | "test" | "bench" | "build" | "image") {
+    if matches!(
+        command.as_str(),
+        "serve" | "test" | "bench" | "build" | "image"
+    ) {
         setup::ensure_packages()?;
     }
     match command.as_str() {

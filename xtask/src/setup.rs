@@ -7,7 +7,10 @@ use std::process::Command;
 
 /// Debian packages the build, the images and the tests need, and why.
 const PACKAGES: &[(&str, &str)] = &[
-    ("rustc-web", "builds std for wasm32 where rustup cannot add the target"),
+    (
+        "rustc-web",
+        "builds std for wasm32 where rustup cannot add the target",
+    ),
     ("cargo-web", "the cargo that goes with rustc-web"),
     ("rust-web-src", "the std sources -Zbuild-std compiles"),
     ("rust-web-llvm", "the linker support for wasm32"),
@@ -33,15 +36,22 @@ fn installed(package: &str) -> bool {
 
 /// Installs whatever of [`PACKAGES`] is missing.
 pub(crate) fn ensure_packages() -> Result<()> {
-    if Command::new("dpkg-query").arg("--version").output().is_err() {
+    if Command::new("dpkg-query")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("xtask: not a Debian system; make sure these are installed:");
         for (p, why) in PACKAGES {
             eprintln!("  {p}: {why}");
         }
         return Ok(());
     }
-    let missing: Vec<&str> =
-        PACKAGES.iter().map(|(p, _)| *p).filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -51,12 +61,17 @@ pub(crate) fn ensure_packages() -> Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     if !is_root {
-        bail!("missing Debian packages; run: sudo apt-get install -y {}", missing.join(" "));
+        bail!(
+            "missing Debian packages; run: sudo apt-get install -y {}",
+            missing.join(" ")
+        );
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     exec(Command::new("apt-get").arg("update").arg("-q"))?;
-    exec(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
