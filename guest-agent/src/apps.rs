@@ -12,13 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use appserver_proto::names::validate_app_name;
+use appserver_proto::tar::{EntryKind, TarReader};
+
 use crate::error::ApiError;
 use crate::nginx::Nginx;
-use crate::tar::{EntryKind, TarReader};
-use crate::validate::{entry_components, validate_app_name};
-
-/// Largest upload accepted, in bytes.
-pub const MAX_UPLOAD: u64 = 64 * 1024 * 1024;
 
 /// Serializes every change to the served apps and to nginx's configuration.
 static MUTATIONS: Mutex<()> = Mutex::new(());
@@ -134,61 +132,33 @@ pub fn extract(body: impl Read, dest: &Path) -> Result<(), ApiError> {
     let mut dirs = DirBuilder::new();
     dirs.recursive(true).mode(0o755);
     while let Some(entry) = tar.next_entry().map_err(ApiError::from_tar)? {
-        let parts = entry_components(&entry.path).map_err(|why| {
-            if why.escapes() {
-                ApiError::PathEscapes {
-                    path: entry.path.clone(),
-                    why,
-                }
-            } else {
-                ApiError::BadArchive(format!("entry {:?} refused: {why}", entry.path))
-            }
-        })?;
+        // Refuses paths that leave `dest`, nameless files, links and devices.
+        let parts = entry.segments().map_err(ApiError::from_tar)?;
         let target = parts
             .iter()
             .fold(dest.to_path_buf(), |p, part| p.join(part));
-        // Old (V7) archives mark directories only by a trailing '/'.
-        let kind = match entry.kind {
-            EntryKind::File if entry.path.ends_with('/') && entry.size == 0 => EntryKind::Directory,
-            kind => kind,
-        };
-        match kind {
-            EntryKind::Directory => {
-                dirs.create(&target)
-                    .map_err(|e| extract_error(&entry.path, e))?;
-            }
-            EntryKind::File => {
-                if parts.is_empty() {
-                    return Err(ApiError::BadArchive(format!(
-                        "file entry {:?} has no file name",
-                        entry.path
-                    )));
-                }
-                if let Some(parent) = target.parent() {
-                    dirs.create(parent)
-                        .map_err(|e| extract_error(&entry.path, e))?;
-                }
-                let mode = if entry.mode & 0o111 != 0 {
-                    0o755
-                } else {
-                    0o644
-                };
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(mode)
-                    .open(&target)
-                    .map_err(|e| extract_error(&entry.path, e))?;
-                tar.copy_data(&mut file).map_err(ApiError::from_tar)?;
-            }
-            kind => {
-                return Err(ApiError::UnsupportedEntry {
-                    path: entry.path,
-                    kind,
-                })
-            }
+        if entry.kind == EntryKind::Directory {
+            dirs.create(&target)
+                .map_err(|e| extract_error(&entry.path, e))?;
+            continue;
         }
+        if let Some(parent) = target.parent() {
+            dirs.create(parent)
+                .map_err(|e| extract_error(&entry.path, e))?;
+        }
+        let mode = if entry.mode & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&target)
+            .map_err(|e| extract_error(&entry.path, e))?;
+        tar.copy_data(&mut file).map_err(ApiError::from_tar)?;
     }
     Ok(())
 }
@@ -368,7 +338,7 @@ pub fn delete(cfg: &Config, name: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tar::tests::{finish, push};
+    use appserver_proto::tar::testing::{finish, push};
 
     /// A fresh, empty configuration under the system temp folder.
     fn temp_config(tag: &str) -> Config {
@@ -539,6 +509,8 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert_eq!(check_name("Nope").unwrap_err().code(), "bad_name");
+        // Reserved names keep the more precise code `appserver_proto` gives them.
+        assert_eq!(check_name("admin").unwrap_err().code(), "reserved_name");
         assert!(check_name("fine-1").is_ok());
     }
 }

@@ -1,10 +1,14 @@
 //! The agent's API errors: HTTP status, stable machine-readable code and message.
+//!
+//! Refused names and archives keep the codes `appserver_proto` gives them
+//! (`NameError::code`, `TarError::code`), so the page and the agent agree.
 
 use std::fmt;
 
+use appserver_proto::names::NameError;
+use appserver_proto::tar::TarError;
+
 use crate::http::{json_string, Response};
-use crate::tar::{EntryKind, TarError};
-use crate::validate::{NameError, PathError};
 
 /// Everything that can go wrong while answering one request.
 #[derive(Debug)]
@@ -18,24 +22,13 @@ pub enum ApiError {
         /// Which rule it broke.
         why: NameError,
     },
-    /// An archive entry path is absolute or climbs out with `..`.
-    PathEscapes {
-        /// The entry path as stored in the archive.
-        path: String,
-        /// Which rule it broke.
-        why: PathError,
-    },
-    /// The body is not a readable tar archive, or its entries conflict.
+    /// The body is not a readable tar archive, or one of its entries was
+    /// refused (a path leaving the app folder, a link, a device...).
+    Archive(TarError),
+    /// Two archive entries conflict (a file and a folder of the same name).
     BadArchive(String),
     /// The archive holds no regular files.
     Empty,
-    /// A symlink, hard link, device or other entry that is not a file or directory.
-    UnsupportedEntry {
-        /// The entry path as stored in the archive.
-        path: String,
-        /// What it is.
-        kind: EntryKind,
-    },
     /// The body is larger than the limit.
     TooLarge {
         /// The Content-Length sent.
@@ -64,10 +57,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_)
             | Self::BadName { .. }
-            | Self::PathEscapes { .. }
+            | Self::Archive(_)
             | Self::BadArchive(_)
-            | Self::Empty
-            | Self::UnsupportedEntry { .. } => 400,
+            | Self::Empty => 400,
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::LengthRequired => 411,
@@ -80,11 +72,10 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
-            Self::BadName { .. } => "bad_name",
-            Self::PathEscapes { .. } => "path_escapes",
+            Self::BadName { why, .. } => why.code(),
+            Self::Archive(e) => e.code(),
             Self::BadArchive(_) => "bad_archive",
             Self::Empty => "empty",
-            Self::UnsupportedEntry { .. } => "unsupported_entry",
             Self::TooLarge { .. } => "too_large",
             Self::LengthRequired => "length_required",
             Self::NotFound(_) => "not_found",
@@ -111,13 +102,12 @@ impl ApiError {
         }
     }
 
-    /// Maps an archive reading error; I/O failures while writing are internal.
+    /// Maps an archive reading error; I/O failures (the socket, the disk)
+    /// are the agent's, not the archive's.
     pub fn from_tar(e: TarError) -> Self {
         match e {
             TarError::Io(io) => Self::Internal(format!("extracting the archive failed: {io}")),
-            other => Self::BadArchive(format!(
-                "{other}; send an uncompressed tar (ustar or PAX), e.g. `tar -cf app.tar -C dir .`"
-            )),
+            other => Self::Archive(other),
         }
     }
 }
@@ -126,25 +116,24 @@ impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadRequest(why) => write!(f, "{why}"),
-            Self::BadName { name, why } => write!(
+            Self::BadName { name, why } => write!(f, "app name {name:?} refused: {why}"),
+            Self::Archive(e @ TarError::Path(why)) if why.escapes() => write!(
                 f,
-                "app name {name:?} refused: {why}; use 1-40 lowercase letters, digits and '-', \
-                 starting with a letter"
+                "archive entry refused: {e}; archive the app folder's contents with relative \
+                 paths, e.g. `tar -cf app.tar -C dir .`"
             ),
-            Self::PathEscapes { path, why } => write!(
+            Self::Archive(e @ (TarError::Path(_) | TarError::Unsupported { .. })) => {
+                write!(f, "archive entry refused: {e}")
+            }
+            Self::Archive(e) => write!(
                 f,
-                "archive entry {path:?} refused: {why}; archive the app folder's contents with \
-                 relative paths, e.g. `tar -cf app.tar -C dir .`"
+                "the archive could not be used: {e}; send an uncompressed tar (ustar or PAX), \
+                 e.g. `tar -cf app.tar -C dir .`"
             ),
             Self::BadArchive(why) => write!(f, "the archive could not be used: {why}"),
             Self::Empty => write!(
                 f,
                 "the archive contains no regular files; add at least one file (e.g. index.html)"
-            ),
-            Self::UnsupportedEntry { path, kind } => write!(
-                f,
-                "archive entry {path:?} is a {kind}; only regular files and directories are \
-                 allowed, replace links by copies of the files"
             ),
             Self::TooLarge { len, max } => write!(
                 f,

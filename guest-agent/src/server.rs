@@ -5,7 +5,9 @@ use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::apps::{self, Config, MAX_UPLOAD};
+use appserver_proto::tar::MAX_ARCHIVE_BYTES;
+
+use crate::apps::{self, Config};
 use crate::error::ApiError;
 use crate::http::{read_head, HeadError, RequestHead, Response};
 
@@ -203,10 +205,10 @@ fn put_app(
         return Err(ApiError::LengthRequired);
     }
     let len = head.content_length.ok_or(ApiError::LengthRequired)?;
-    if len > MAX_UPLOAD {
+    if len > MAX_ARCHIVE_BYTES {
         return Err(ApiError::TooLarge {
             len,
-            max: MAX_UPLOAD,
+            max: MAX_ARCHIVE_BYTES,
         });
     }
     if head.expect_continue {
@@ -227,7 +229,7 @@ fn put_app(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tar::tests::{finish, push};
+    use appserver_proto::tar::testing::{finish, push};
 
     fn cfg() -> Config {
         let root = std::env::temp_dir().join(format!("guest-agent-srv-{}", std::process::id()));

@@ -114,6 +114,45 @@ pub(crate) fn on_drop(id: &str, handler: impl Fn(DataTransfer) + 'static) {
     });
 }
 
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+/// Reads a localStorage entry.
+pub(crate) fn local_storage_get(key: &str) -> Option<String> {
+    local_storage()?.get_item(key).ok()?
+}
+
+/// Writes a localStorage entry.
+pub(crate) fn local_storage_set(key: &str, value: &str) {
+    if let Some(storage) = local_storage() {
+        let _ = storage.set_item(key, value);
+    }
+}
+
+/// Asks the browser not to evict this origin's storage; true when granted.
+pub(crate) async fn request_persistent_storage() -> bool {
+    let Some(window) = web_sys::window() else {
+        return false;
+    };
+    let Ok(promise) = window.navigator().storage().persist() else {
+        return false;
+    };
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
+
+/// Bytes used and available for this origin, as the browser estimates them.
+pub(crate) async fn storage_estimate() -> Option<(f64, f64)> {
+    let promise = web_sys::window()?.navigator().storage().estimate().ok()?;
+    let estimate = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    let get = |k: &str| js_sys::Reflect::get(&estimate, &k.into()).ok()?.as_f64();
+    Some((get("usage")?, get("quota")?))
+}
+
 /// Renders the app list as links with their sizes.
 pub(crate) fn render_apps(apps: &[AppInfo]) {
     let Some(list) = by_id("apps") else { return };

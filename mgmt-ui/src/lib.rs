@@ -75,7 +75,8 @@ fn show_state(state: &VmState) {
             };
             (text, *loaded, total.max(*loaded).max(1.0))
         }
-        VmState::Booting => ("Starting Linux…".to_owned(), 1.0, 1.0),
+        VmState::Booting => ("Starting Linux (cold boot)…".to_owned(), 1.0, 1.0),
+        VmState::Restoring => ("Restoring the saved VM…".to_owned(), 1.0, 1.0),
         VmState::Ready => ("Ready".to_owned(), 1.0, 1.0),
         VmState::Error(why) => (format!("Failed: {why}"), 0.0, 1.0),
     };
@@ -89,24 +90,56 @@ fn mib(bytes: f64) -> String {
     format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
 }
 
+/// The localStorage key that remembers the last environment loaded.
+const LAST_ENV_KEY: &str = "appserver.environment";
+
 fn wire_environments(page: &Rc<Page>) {
     for env in ENVIRONMENTS {
         let page = page.clone();
         dom::on_click(&format!("load-{}", env.id), move || {
-            let page = page.clone();
-            spawn_local(async move {
-                if let Err(e) = page.bridge.load(env.base_url).await {
-                    set_text("load-status", &format!("Failed: {e}"));
-                    return;
-                }
-                if page.bridge.wait_ready(600_000).await {
-                    if let Some(ms) = page.bridge.ready_after_ms() {
-                        dom::set_body_data("readyMs", &format!("{ms:.0}"));
-                    }
-                    refresh_apps(&page).await;
-                }
-            });
+            spawn_local(load(page.clone(), env));
         });
+    }
+    // Every later visit brings the last environment back by itself.
+    let last = dom::local_storage_get(LAST_ENV_KEY);
+    if let Some(env) = ENVIRONMENTS.iter().find(|e| Some(e.id) == last.as_deref()) {
+        spawn_local(load(page.clone(), env));
+    }
+}
+
+async fn load(page: Rc<Page>, env: &'static Environment) {
+    dom::local_storage_set(LAST_ENV_KEY, env.id);
+    if let Err(e) = page.bridge.load(env.id, env.base_url).await {
+        set_text("load-status", &format!("Failed: {e}"));
+        return;
+    }
+    if page.bridge.wait_ready(600_000).await {
+        if let Some(ms) = page.bridge.ready_after_ms() {
+            dom::set_body_data("readyMs", &format!("{ms:.0}"));
+        }
+        refresh_apps(&page).await;
+        show_storage().await;
+    }
+}
+
+/// Asks the browser to keep our storage, and shows how much is used.
+async fn show_storage() {
+    let persisted = dom::request_persistent_storage().await;
+    if let Some((usage, quota)) = dom::storage_estimate().await {
+        set_text(
+            "storage",
+            &format!(
+                "Browser storage: {} used of {} available{}",
+                mib(usage),
+                mib(quota),
+                if persisted {
+                    ", kept when space runs low"
+                } else {
+                    ""
+                }
+            ),
+        );
+        dom::set_data("storage", "usage", &format!("{usage:.0}"));
     }
 }
 
@@ -164,15 +197,29 @@ async fn deploy(page: &Page) {
     };
     report_deploy("working", &format!("Deploying {name}…"));
     match page.bridge.deploy(&name, &tar).await {
-        Ok(info) => {
+        Ok(deployed) => {
+            let info = &deployed.info;
+            let kept = match &deployed.stored_bytes {
+                Ok(bytes) => format!("Saved in this browser ({}).", mib(*bytes)),
+                Err(e) => format!("Not saved, it will be gone after a reload: {e}"),
+            };
+            dom::set_data(
+                "deploy-status",
+                "stored",
+                &match &deployed.stored_bytes {
+                    Ok(bytes) => format!("{bytes:.0}"),
+                    Err(_) => "0".into(),
+                },
+            );
             report_deploy(
                 "done",
                 &format!(
-                    "Deployed {} ({} files, {} bytes) at /app/{}/",
+                    "Deployed {} ({} files, {} bytes) at /app/{}/. {kept}",
                     info.name, info.files, info.bytes, info.name
                 ),
             );
             refresh_apps(page).await;
+            show_storage().await;
         }
         Err(e) => report_deploy("error", &format!("Deploy failed: {e}")),
     }

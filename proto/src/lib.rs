@@ -5,6 +5,7 @@
 //! how frames and HTTP/1.1 bytes are laid out) is tested on the host with
 //! `cargo test`.
 
+pub mod chunks;
 pub mod flow;
 pub mod frame;
 pub mod http1;

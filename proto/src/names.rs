@@ -31,8 +31,8 @@ pub enum NameError {
     TooLong(usize),
     /// The name holds a character outside `a-z`, `0-9` and `-`.
     BadChar(char),
-    /// The name starts with something other than a letter.
-    BadStart,
+    /// The name starts with this character, which is not a letter.
+    BadStart(char),
     /// The name ends with a dash.
     TrailingDash,
     /// The name is one of [`RESERVED_NAMES`].
@@ -61,7 +61,10 @@ impl fmt::Display for NameError {
                 f,
                 "app name contains {c:?}: use lowercase letters, digits and dashes only"
             ),
-            NameError::BadStart => write!(f, "app name must start with a lowercase letter"),
+            NameError::BadStart(c) => write!(
+                f,
+                "app name starts with {c:?}: it must start with a lowercase letter"
+            ),
             NameError::TrailingDash => write!(f, "app name must not end with a dash"),
             NameError::Reserved(name) => {
                 write!(f, "app name `{name}` is reserved: choose another name")
@@ -90,8 +93,8 @@ pub fn validate_app_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong(name.len()));
     }
-    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Err(NameError::BadStart);
+    if let Some(c) = name.chars().next().filter(|c| !c.is_ascii_lowercase()) {
+        return Err(NameError::BadStart(c));
     }
     if name.ends_with('-') {
         return Err(NameError::TrailingDash);
@@ -112,16 +115,20 @@ mod tests {
             ("site", Ok(())),
             ("my-site-2", Ok(())),
             ("a", Ok(())),
+            ("x1", Ok(())),
             (&"a".repeat(40), Ok(())),
             ("", Err(NameError::Empty)),
             (&"a".repeat(41), Err(NameError::TooLong(41))),
             ("Site", Err(NameError::BadChar('S'))),
+            ("Abc", Err(NameError::BadChar('A'))),
             ("my_site", Err(NameError::BadChar('_'))),
             ("..", Err(NameError::BadChar('.'))),
+            ("a.b", Err(NameError::BadChar('.'))),
             ("a/b", Err(NameError::BadChar('/'))),
             ("café", Err(NameError::BadChar('é'))),
-            ("2site", Err(NameError::BadStart)),
-            ("-site", Err(NameError::BadStart)),
+            ("2site", Err(NameError::BadStart('2'))),
+            ("1abc", Err(NameError::BadStart('1'))),
+            ("-site", Err(NameError::BadStart('-'))),
             ("site-", Err(NameError::TrailingDash)),
             ("api", Err(NameError::Reserved("api".into()))),
             (
@@ -131,6 +138,13 @@ mod tests {
         ];
         for (name, want) in cases {
             assert_eq!(&validate_app_name(name), want, "name {name:?}");
+        }
+        for name in RESERVED_NAMES {
+            assert_eq!(
+                validate_app_name(name),
+                Err(NameError::Reserved(name.to_string())),
+                "reserved {name:?}"
+            );
         }
     }
 

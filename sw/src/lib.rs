@@ -5,9 +5,11 @@
 //! and `message` event to the functions exported here. The worker keeps no
 //! state that matters across restarts: when the browser stops and restarts
 //! it, the next app request asks the open pages for a new bridge port.
+//! It also serves environment image files from a verified cache.
 
 mod body;
 mod bridge;
+mod images;
 mod pages;
 mod timer;
 
@@ -40,13 +42,21 @@ pub fn wants(url: &str) -> bool {
         .unchecked_into::<web_sys::ServiceWorkerGlobalScope>()
         .location()
         .origin();
-    parsed.origin() == origin && with_routes(|t| t.classify(&parsed.pathname()).is_some())
+    let path = parsed.pathname();
+    parsed.origin() == origin
+        && (images::image_path(&path).is_some() || with_routes(|t| t.classify(&path).is_some()))
 }
 
 /// Answers an app request. Always resolves to a `Response`: failures become
 /// error pages with the status decided in [`pages`].
 #[wasm_bindgen]
 pub async fn handle_fetch(request: web_sys::Request) -> web_sys::Response {
+    let path = web_sys::Url::new(&request.url())
+        .map(|u| u.pathname())
+        .unwrap_or_default();
+    if let Some((env, file)) = images::image_path(&path) {
+        return images::handle(request, env, file).await;
+    }
     match bridge::forward(request).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),

@@ -11,13 +11,15 @@ const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
 /** A cold boot takes about a minute on two cores; leave room for a busy machine. */
 export const BOOT_TIMEOUT_MS = 300_000;
 
+export const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+
 export async function launch() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
+    args: CHROMIUM_ARGS,
   });
 }
 

@@ -7,10 +7,11 @@
 //! body bytes than the worker has granted credit for.
 
 use crate::agent::{self, AgentError, AppInfo};
-use crate::engine::{ConnEvent, Engine, EngineEvent};
+use crate::engine::{ConnEvent, Engine, EngineEvent, StartFrom};
 use crate::image::{ImageSpec, Manifest};
 use crate::log;
-use crate::timer::{now_ms, timeout};
+use crate::store::{decompress, Store};
+use crate::timer::{now_ms, sleep, timeout};
 use appserver_proto::flow::SendWindow;
 use appserver_proto::frame::{Envelope, Frame, RequestHead, ResetCode};
 use appserver_proto::http1::{request_head, Event, ResponseParser};
@@ -27,6 +28,8 @@ use web_sys::{MessageEvent, MessagePort};
 pub const HTTP_PORT: u16 = 80;
 /// How long a request waits for a VM that is still starting.
 const READY_WAIT_MS: u32 = 20_000;
+/// How long a restored VM may take to answer before it counts as broken.
+const RESTORE_WAIT_MS: u32 = 30_000;
 /// How long opening a guest connection may take.
 const CONNECT_TIMEOUT_MS: u32 = 10_000;
 /// Largest data frame sent to the worker.
@@ -48,6 +51,8 @@ pub enum VmState {
     },
     /// The emulator runs and the guest boots.
     Booting,
+    /// A saved state was restored; waiting for the guest to answer.
+    Restoring,
     /// nginx and the agent answer.
     Ready,
     /// Loading or booting failed.
@@ -61,6 +66,7 @@ impl VmState {
             VmState::Unloaded => "unloaded",
             VmState::Loading { .. } => "loading",
             VmState::Booting => "booting",
+            VmState::Restoring => "restoring",
             VmState::Ready => "ready",
             VmState::Error(_) => "error",
         }
@@ -78,6 +84,17 @@ pub enum BridgeError {
     NotReady,
     /// The guest agent refused or failed.
     Agent(AgentError),
+    /// Browser storage failed: the change will not survive a reload.
+    Store(String),
+}
+
+/// A finished deploy.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// What the agent reports about the app.
+    pub info: AppInfo,
+    /// The compressed machine state stored for reloads, or why it was not.
+    pub stored_bytes: Result<f64, BridgeError>,
 }
 
 impl std::fmt::Display for BridgeError {
@@ -89,6 +106,7 @@ impl std::fmt::Display for BridgeError {
                 write!(f, "the environment is not running: load it first")
             }
             BridgeError::Agent(e) => write!(f, "{e}"),
+            BridgeError::Store(why) => write!(f, "{why}"),
         }
     }
 }
@@ -114,6 +132,11 @@ struct Inner {
     streams: RefCell<HashMap<u32, StreamCtx>>,
     listeners: RefCell<Vec<Rc<dyn Fn(&VmState)>>>,
     load_started_ms: RefCell<f64>,
+    /// The loaded environment's id and image.
+    env: RefCell<Option<(String, Rc<ImageSpec>)>>,
+    store: RefCell<Option<Rc<Store>>>,
+    /// Counts engine starts, so events of a replaced start are ignored.
+    generation: std::cell::Cell<u32>,
     ready_after_ms: RefCell<Option<f64>>,
 }
 
@@ -136,6 +159,9 @@ impl Bridge {
                 streams: RefCell::new(HashMap::new()),
                 listeners: RefCell::new(Vec::new()),
                 load_started_ms: RefCell::new(0.0),
+                env: RefCell::new(None),
+                store: RefCell::new(None),
+                generation: std::cell::Cell::new(0),
                 ready_after_ms: RefCell::new(None),
             }),
         }
@@ -169,12 +195,14 @@ impl Bridge {
         }
     }
 
-    /// Loads the environment whose files are under `base_url` (ending in `/`):
-    /// reads its manifest, starts the engine and follows it to ready.
-    pub async fn load(&self, base_url: &str) -> Result<(), BridgeError> {
+    /// Loads environment `env`, whose files are under `base_url` (ending in
+    /// `/`): reads its manifest and starts the VM from the best state there
+    /// is (the one saved after the user's last change, else the image's warm
+    /// state, else a cold boot), then follows it to ready.
+    pub async fn load(&self, env: &str, base_url: &str) -> Result<(), BridgeError> {
         if matches!(
             self.state(),
-            VmState::Loading { .. } | VmState::Booting | VmState::Ready
+            VmState::Loading { .. } | VmState::Booting | VmState::Restoring | VmState::Ready
         ) {
             return Ok(());
         }
@@ -184,32 +212,99 @@ impl Bridge {
             total: 0.0,
             file: "manifest.json".into(),
         });
-        let manifest = match fetch_manifest(base_url).await {
-            Ok(m) => m,
-            Err(e) => {
-                self.set_state(VmState::Error(e.to_string()));
-                return Err(e);
-            }
-        };
-        let spec = ImageSpec {
+        let result = self.start_env(env, base_url).await;
+        if let Err(e) = &result {
+            self.set_state(VmState::Error(e.to_string()));
+        }
+        result
+    }
+
+    async fn start_env(&self, env: &str, base_url: &str) -> Result<(), BridgeError> {
+        let manifest = fetch_manifest(base_url).await?;
+        let spec = Rc::new(ImageSpec {
             base_url: base_url.to_owned(),
             manifest,
-        };
-        let mut events = match self.inner.engine.start(&spec) {
-            Ok(rx) => rx,
-            Err(e) => {
-                let e = BridgeError::Engine(e.to_string());
-                self.set_state(VmState::Error(e.to_string()));
-                return Err(e);
+        });
+        *self.inner.env.borrow_mut() = Some((env.to_owned(), spec.clone()));
+        if self.inner.store.borrow().is_none() {
+            match Store::open().await {
+                Ok(store) => *self.inner.store.borrow_mut() = Some(Rc::new(store)),
+                Err(e) => log::error(&format!("changes will not survive a reload: {e}")),
             }
+        }
+        let mut from = self.image_start(&spec);
+        if let Some(store) = self.store() {
+            match store.load_state(env).await {
+                Ok(Some(saved)) if saved.image_version == spec.manifest.version => {
+                    self.set_state(VmState::Loading {
+                        loaded: saved.blob.size(),
+                        total: saved.blob.size(),
+                        file: "saved state".into(),
+                    });
+                    match decompress(&saved.blob).await {
+                        Ok(buffer) => from = StartFrom::StateBytes(buffer),
+                        Err(e) => log::error(&format!("the saved state is unreadable: {e}")),
+                    }
+                }
+                Ok(Some(_)) => log::info("the saved state belongs to another image version"),
+                Ok(None) => {}
+                Err(e) => log::error(&e.to_string()),
+            }
+        }
+        self.start_engine(spec, from)
+    }
+
+    /// How to start from the image alone: its warm state if it ships one.
+    fn image_start(&self, spec: &ImageSpec) -> StartFrom {
+        match spec.manifest.state {
+            Some(_) => StartFrom::StateUrl(spec.url("state")),
+            None => StartFrom::Boot,
+        }
+    }
+
+    fn store(&self) -> Option<Rc<Store>> {
+        self.inner.store.borrow().clone()
+    }
+
+    fn start_engine(&self, spec: Rc<ImageSpec>, from: StartFrom) -> Result<(), BridgeError> {
+        let from_saved = matches!(from, StartFrom::StateBytes(_));
+        let label = match &from {
+            StartFrom::Boot => "a cold boot",
+            StartFrom::StateUrl(_) => "the image's warm state",
+            StartFrom::StateBytes(_) => "the saved state",
         };
+        let mut events = self
+            .inner
+            .engine
+            .start(&spec, from)
+            .map_err(|e| BridgeError::Engine(e.to_string()))?;
+        let generation = self.inner.generation.get() + 1;
+        self.inner.generation.set(generation);
+        if from_saved {
+            // A state v86 cannot read fails inside the emulator without an
+            // event: if this start is not ready in time, take the image's.
+            let this = self.clone();
+            let spec = spec.clone();
+            spawn_local(async move {
+                sleep(RESTORE_WAIT_MS).await;
+                let current = this.inner.generation.get() == generation;
+                if current && this.state() != VmState::Ready {
+                    log::error("the saved state did not restore in time; starting from the image");
+                    this.fall_back(spec).await;
+                }
+            });
+        }
+        let m = &spec.manifest;
         log::info(&format!(
-            "starting environment {} {}",
-            spec.manifest.id, spec.manifest.version
+            "starting environment {} {} from {label}",
+            m.id, m.version
         ));
         let this = self.clone();
         spawn_local(async move {
             while let Some(event) = events.next().await {
+                if this.inner.generation.get() != generation {
+                    return;
+                }
                 match event {
                     EngineEvent::Download {
                         file,
@@ -225,6 +320,22 @@ impl Bridge {
                         }
                     }
                     EngineEvent::Booting => this.set_state(VmState::Booting),
+                    EngineEvent::Restored => {
+                        this.set_state(VmState::Restoring);
+                        if this.wait_for_agent().await {
+                            this.on_guest_ready().await;
+                        } else if from_saved {
+                            // The saved state does not come back: start from
+                            // the image and redeploy the stored apps instead.
+                            log::error("the saved state did not answer; starting from the image");
+                            this.fall_back(spec.clone()).await;
+                            return;
+                        } else {
+                            this.set_state(VmState::Error(
+                                "the restored VM does not answer".into(),
+                            ));
+                        }
+                    }
                     EngineEvent::Console(line) => {
                         web_sys::console::debug_1(&format!("[guest] {line}").into())
                     }
@@ -236,15 +347,95 @@ impl Bridge {
         Ok(())
     }
 
+    async fn fall_back(&self, spec: Rc<ImageSpec>) {
+        let env = spec.manifest.id.clone();
+        if let Some(store) = self.store() {
+            if let Err(e) = store.drop_state(&env).await {
+                log::error(&e.to_string());
+            }
+        }
+        let from = self.image_start(&spec);
+        if let Err(e) = self.start_engine(spec, from) {
+            self.set_state(VmState::Error(e.to_string()));
+        }
+    }
+
+    /// Polls the guest agent until it answers, for a VM just restored.
+    async fn wait_for_agent(&self) -> bool {
+        let deadline = now_ms() + RESTORE_WAIT_MS as f64;
+        while now_ms() < deadline {
+            let probe = agent::list_apps(&*self.inner.engine);
+            if let Some(Ok(_)) = timeout(2_000, probe).await {
+                return true;
+            }
+            sleep(100).await;
+        }
+        false
+    }
+
     async fn on_guest_ready(&self) {
         match agent::list_apps(&*self.inner.engine).await {
-            Ok(apps) => self.set_apps(apps.into_iter().map(|a| a.name).collect()),
-            Err(e) => log::error(&format!("listing apps after boot failed: {e}")),
+            Ok(apps) => {
+                let names: BTreeSet<String> = apps.into_iter().map(|a| a.name).collect();
+                self.set_apps(names.clone());
+                self.replay_missing(&names).await;
+            }
+            Err(e) => log::error(&format!("listing apps after start failed: {e}")),
         }
         let elapsed = now_ms() - *self.inner.load_started_ms.borrow();
         *self.inner.ready_after_ms.borrow_mut() = Some(elapsed);
         log::info(&format!("environment ready after {elapsed:.0} ms"));
         self.set_state(VmState::Ready);
+    }
+
+    /// Redeploys the stored apps the guest lacks (after an image change or a
+    /// state that would not restore), then saves a state that has them.
+    async fn replay_missing(&self, present: &BTreeSet<String>) {
+        let (Some(store), Some(env)) = (self.store(), self.env_id()) else {
+            return;
+        };
+        let stored = match store.apps(&env).await {
+            Ok(apps) => apps,
+            Err(e) => return log::error(&e.to_string()),
+        };
+        let mut replayed = false;
+        for (name, archive) in stored.iter().filter(|(n, _)| !present.contains(n)) {
+            match agent::deploy(&*self.inner.engine, name, archive).await {
+                Ok(_) => replayed = true,
+                Err(e) => log::error(&format!("redeploying {name} failed: {e}")),
+            }
+        }
+        if replayed {
+            if let Ok(apps) = agent::list_apps(&*self.inner.engine).await {
+                self.set_apps(apps.into_iter().map(|a| a.name).collect());
+            }
+            if let Err(e) = self.persist(None).await {
+                log::error(&e.to_string());
+            }
+        }
+    }
+
+    fn env_id(&self) -> Option<String> {
+        self.inner.env.borrow().as_ref().map(|(id, _)| id.clone())
+    }
+
+    /// Saves the machine's state, and with it one app's archive (or its
+    /// removal), so both survive a reload. Returns the stored bytes.
+    async fn persist(&self, app: Option<(&str, Option<&[u8]>)>) -> Result<f64, BridgeError> {
+        let (Some(store), Some((env, spec))) = (self.store(), self.inner.env.borrow().clone())
+        else {
+            return Err(BridgeError::Store("browser storage is unavailable".into()));
+        };
+        let state = self
+            .inner
+            .engine
+            .save_state()
+            .await
+            .map_err(|e| BridgeError::Engine(e.to_string()))?;
+        store
+            .save(&env, &spec.manifest.version, &state, app)
+            .await
+            .map_err(|e| BridgeError::Store(e.to_string()))
     }
 
     /// Waits until the VM is ready, for at most `ms` milliseconds.
@@ -271,8 +462,9 @@ impl Bridge {
         self.send(0, Frame::Apps(names));
     }
 
-    /// Deploys a tar archive as app `name` and refreshes the app list.
-    pub async fn deploy(&self, name: &str, tar: &[u8]) -> Result<AppInfo, BridgeError> {
+    /// Deploys a tar archive as app `name`, refreshes the app list and saves
+    /// the machine so the app survives a reload.
+    pub async fn deploy(&self, name: &str, tar: &[u8]) -> Result<Deployed, BridgeError> {
         if self.state() != VmState::Ready {
             return Err(BridgeError::NotReady);
         }
@@ -280,10 +472,14 @@ impl Bridge {
             .await
             .map_err(BridgeError::Agent)?;
         self.refresh_apps().await?;
-        Ok(info)
+        let stored = self.persist(Some((name, Some(tar)))).await;
+        Ok(Deployed {
+            info,
+            stored_bytes: stored,
+        })
     }
 
-    /// Deletes app `name` and refreshes the app list.
+    /// Deletes app `name`, refreshes the app list and saves the machine.
     pub async fn delete(&self, name: &str) -> Result<(), BridgeError> {
         if self.state() != VmState::Ready {
             return Err(BridgeError::NotReady);
@@ -292,7 +488,7 @@ impl Bridge {
             .await
             .map_err(BridgeError::Agent)?;
         self.refresh_apps().await?;
-        Ok(())
+        self.persist(Some((name, None))).await.map(|_| ())
     }
 
     /// Reads the app list from the agent, with sizes.

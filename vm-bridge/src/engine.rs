@@ -21,6 +21,8 @@ pub enum EngineEvent {
     },
     /// The emulator runs and the guest is booting.
     Booting,
+    /// A saved state was restored: the guest runs again where it was saved.
+    Restored,
     /// A line the guest wrote on its console.
     Console(String),
     /// The guest's services are up.
@@ -63,6 +65,17 @@ impl fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
+/// Where a VM starts from.
+#[derive(Debug, Clone)]
+pub enum StartFrom {
+    /// A cold boot of the image's kernel (slow: about half a minute).
+    Boot,
+    /// A saved state at this URL (the warm state shipped with the image).
+    StateUrl(String),
+    /// A saved state in memory (one the page saved after a change).
+    StateBytes(js_sys::ArrayBuffer),
+}
+
 /// The writing half of a guest TCP connection.
 pub trait ConnWriter {
     /// Queues bytes for the guest.
@@ -81,10 +94,17 @@ pub struct GuestConn {
 
 /// A VM engine.
 pub trait Engine {
-    /// Starts the VM from `image`, reporting progress on the returned channel.
-    /// `Ready` is sent once the guest printed its ready line.
-    fn start(&self, image: &ImageSpec)
-        -> Result<mpsc::UnboundedReceiver<EngineEvent>, EngineError>;
+    /// Starts the VM from `image`, reporting progress on the returned channel:
+    /// `Ready` once a booted guest printed its ready line, `Restored` once a
+    /// saved state runs again.
+    fn start(
+        &self,
+        image: &ImageSpec,
+        from: StartFrom,
+    ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, EngineError>;
+
+    /// Saves the whole machine (memory, devices, the disk blocks written).
+    fn save_state(&self) -> LocalBoxFuture<'static, Result<js_sys::ArrayBuffer, EngineError>>;
 
     /// Opens a TCP connection to `port` in the guest.
     fn connect(&self, port: u16) -> LocalBoxFuture<'static, Result<GuestConn, EngineError>>;

@@ -25,6 +25,9 @@ pub struct Manifest {
     pub cmdline: String,
     /// Guest memory in MiB.
     pub memory_mb: u32,
+    /// The warm state saved at image build time, if the image has one.
+    #[serde(default)]
+    pub state: Option<ImageFile>,
 }
 
 /// Where an environment's files are served from, and what they are.
@@ -42,6 +45,7 @@ impl ImageSpec {
         let name = match role {
             "vmlinuz" => "vmlinuz",
             "initrd" => "initrd.img",
+            "state" => "state.bin.zst",
             _ => "disk.img",
         };
         format!("{}{}?v={}", self.base_url, name, self.manifest.version)

@@ -7,8 +7,9 @@ pub mod bridge;
 pub mod engine;
 pub mod image;
 mod log;
+pub mod store;
 pub mod sw_link;
 pub mod timer;
 pub mod v86;
 
-pub use bridge::{Bridge, VmState};
+pub use bridge::{Bridge, Deployed, VmState};

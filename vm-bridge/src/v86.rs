@@ -4,7 +4,9 @@
 //! Guest TCP goes through v86's `fetch` network adapter, whose small TCP/IP
 //! stack can open connections from the page to a port in the guest.
 
-use crate::engine::{ConnEvent, ConnWriter, Engine, EngineError, EngineEvent, GuestConn};
+use crate::engine::{
+    ConnEvent, ConnWriter, Engine, EngineError, EngineEvent, GuestConn, StartFrom,
+};
 use crate::image::ImageSpec;
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
@@ -30,6 +32,9 @@ extern "C" {
 
     #[wasm_bindgen(method, catch)]
     fn destroy(this: &V86) -> Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch)]
+    fn save_state(this: &V86) -> Result<js_sys::Promise, JsValue>;
 
     #[wasm_bindgen(method, getter)]
     fn network_adapter(this: &V86) -> Option<NetAdapter>;
@@ -106,10 +111,11 @@ impl Engine for V86Engine {
     fn start(
         &self,
         image: &ImageSpec,
+        from: StartFrom,
     ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, EngineError> {
         self.stop();
         let m = &image.manifest;
-        let options = obj(&[
+        let mut options = vec![
             ("wasm_path", self.assets.wasm.clone().into()),
             ("memory_size", (m.memory_mb as f64 * 1024.0 * 1024.0).into()),
             ("vga_memory_size", (2.0 * 1024.0 * 1024.0).into()),
@@ -118,9 +124,6 @@ impl Engine for V86Engine {
                 "vga_bios",
                 obj(&[("url", self.assets.vga_bios.clone().into())]),
             ),
-            ("bzimage", obj(&[("url", image.url("vmlinuz").into())])),
-            ("initrd", obj(&[("url", image.url("initrd").into())])),
-            ("cmdline", m.cmdline.clone().into()),
             (
                 "hda",
                 obj(&[
@@ -137,8 +140,24 @@ impl Engine for V86Engine {
             ("disable_keyboard", true.into()),
             ("disable_mouse", true.into()),
             ("disable_speaker", true.into()),
-        ]);
-        let emulator = V86::new(&options)
+            // A state saved elsewhere keeps the MAC the guest configured.
+            ("preserve_mac_from_state_image", true.into()),
+        ];
+        let restoring = !matches!(from, StartFrom::Boot);
+        match from {
+            StartFrom::Boot => {
+                options.push(("bzimage", obj(&[("url", image.url("vmlinuz").into())])));
+                options.push(("initrd", obj(&[("url", image.url("initrd").into())])));
+                options.push(("cmdline", m.cmdline.clone().into()));
+            }
+            StartFrom::StateUrl(url) => {
+                options.push(("initial_state", obj(&[("url", url.into())])));
+            }
+            StartFrom::StateBytes(buffer) => {
+                options.push(("initial_state", obj(&[("buffer", buffer.into())])));
+            }
+        }
+        let emulator = V86::new(&obj(&options))
             .map_err(|e| EngineError::Unavailable(format!("{e:?} (is libv86.js loaded?)")))?;
         let (tx, rx) = mpsc::unbounded();
 
@@ -154,9 +173,19 @@ impl Engine for V86Engine {
 
         let ready_tx = tx.clone();
         let on_ready = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
-            let _ = ready_tx.unbounded_send(EngineEvent::Booting);
+            if !restoring {
+                let _ = ready_tx.unbounded_send(EngineEvent::Booting);
+            }
         });
         emulator.add_listener("emulator-ready", &on_ready.into_js_value());
+        // v86 restores `initial_state` before it announces `emulator-loaded`.
+        let loaded_tx = tx.clone();
+        let on_loaded = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+            if restoring {
+                let _ = loaded_tx.unbounded_send(EngineEvent::Restored);
+            }
+        });
+        emulator.add_listener("emulator-loaded", &on_loaded.into_js_value());
 
         let line = Rc::new(RefCell::new(Vec::<u8>::new()));
         let console_tx = tx;
@@ -233,6 +262,21 @@ impl Engine for V86Engine {
                 }),
                 _ => Err(EngineError::Refused(port)),
             }
+        })
+    }
+
+    fn save_state(&self) -> LocalBoxFuture<'static, Result<js_sys::ArrayBuffer, EngineError>> {
+        let promise = self.emulator.borrow().as_ref().map(|e| e.save_state());
+        Box::pin(async move {
+            let promise = promise
+                .ok_or(EngineError::NotRunning)?
+                .map_err(|e| EngineError::Unavailable(format!("save_state failed: {e:?}")))?;
+            let state = wasm_bindgen_futures::JsFuture::from(promise)
+                .await
+                .map_err(|e| EngineError::Unavailable(format!("save_state failed: {e:?}")))?;
+            state
+                .dyn_into::<js_sys::ArrayBuffer>()
+                .map_err(|_| EngineError::Unavailable("save_state returned no buffer".into()))
         })
     }
 

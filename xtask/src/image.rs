@@ -4,14 +4,23 @@
 use crate::build::{cargo_build_std, exec};
 use crate::{cache, root};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use appserver_proto::chunks::CHUNK_SIZE;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The environments there are images for.
 pub(crate) const ENVS: &[&str] = &["static"];
 
 /// Everything an image is made from; a change to any of it makes a new image.
-const RECIPE: &[&str] = &["images", "guest-agent", "proto/src", "Cargo.lock"];
+const RECIPE: &[&str] = &[
+    "images",
+    "guest-agent",
+    "proto/src",
+    "Cargo.lock",
+    "xtask/src/image.rs",
+];
 
 /// Builds the guest agent as a static i386 binary and returns its path.
 fn build_agent() -> Result<PathBuf> {
@@ -73,9 +82,40 @@ pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
     // The manifest's version is the recipe hash, so browsers never mix files
     // of two builds.
     json["version"] = hash.clone().into();
+    json["chunks"] = write_chunk_hashes(&staging)?;
     std::fs::write(&manifest, serde_json::to_string_pretty(&json)?)?;
     std::fs::rename(&staging, &out)?;
     Ok(out)
+}
+
+/// Writes `disk.chunks`, the SHA-256 of each [`CHUNK_SIZE`] chunk of the
+/// disk, which the service worker checks every cached chunk against, and
+/// returns its manifest entry.
+fn write_chunk_hashes(dir: &Path) -> Result<serde_json::Value> {
+    let mut disk = std::fs::File::open(dir.join("disk.img")).context("opening disk.img")?;
+    let mut hashes = Vec::new();
+    let mut chunk = vec![0u8; CHUNK_SIZE as usize];
+    loop {
+        let mut filled = 0;
+        while filled < chunk.len() {
+            match disk.read(&mut chunk[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        hashes.extend_from_slice(&Sha256::digest(&chunk[..filled]));
+    }
+    let path = dir.join("disk.chunks");
+    std::fs::write(&path, &hashes)?;
+    Ok(serde_json::json!({
+        "path": "disk.chunks",
+        "size": hashes.len(),
+        "sha256": cache::hex(&Sha256::digest(&hashes)),
+        "chunk_size": CHUNK_SIZE,
+    }))
 }
 
 /// Every environment's image folder, by environment id.

@@ -5,6 +5,7 @@ use anyhow::{anyhow, Result};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tiny_http::{Header, Request, Response, Server, StatusCode};
 
@@ -14,6 +15,8 @@ const THREADS: usize = 8;
 struct Roots {
     site: PathBuf,
     images: Vec<(String, PathBuf)>,
+    /// Bytes of image files sent, for tests that check nothing is fetched twice.
+    image_bytes: AtomicU64,
 }
 
 /// Serves until the process ends.
@@ -44,7 +47,11 @@ pub(crate) fn start(
         .to_ip()
         .map(|a| a.port())
         .unwrap_or(port);
-    let roots = Arc::new(Roots { site, images });
+    let roots = Arc::new(Roots {
+        site,
+        images,
+        image_bytes: AtomicU64::new(0),
+    });
     for _ in 0..THREADS {
         let server = server.clone();
         let roots = roots.clone();
@@ -92,19 +99,17 @@ fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
     Some(file).filter(|p| p.is_file())
 }
 
-/// Parses `bytes=a-b` (or `a-`, or `-n`) against a file of `len` bytes.
-fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = value.strip_prefix("bytes=")?;
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => (len.checked_sub(n.parse().ok()?)?, len - 1),
-        (a, "") => (a.parse().ok()?, len - 1),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
-    };
-    (start <= end && end < len).then_some((start, end))
-}
-
 fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
+    if request.url() == "/__xtask/stats" {
+        let body = format!(
+            "{{\"image_bytes\":{}}}",
+            roots.image_bytes.load(Ordering::Relaxed)
+        );
+        let response = Response::from_string(body)
+            .with_header(header("Content-Type", "application/json"))
+            .with_header(header("Cache-Control", "no-store"));
+        return request.respond(response);
+    }
     let Some(path) = resolve(roots, request.url()) else {
         let response = Response::from_string("not found\n").with_status_code(404);
         return request.respond(response);
@@ -123,13 +128,16 @@ fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
     ];
     match range {
         Some(value) if len > 0 => {
-            let Some((start, end)) = parse_range(&value, len) else {
+            let Some((start, end)) = appserver_proto::chunks::parse_range(&value, len) else {
                 let response = Response::empty(StatusCode(416))
                     .with_header(header("Content-Range", &format!("bytes */{len}")));
                 return request.respond(response);
             };
             file.seek(SeekFrom::Start(start))?;
             let count = end - start + 1;
+            if request.url().starts_with("/images/") {
+                roots.image_bytes.fetch_add(count, Ordering::Relaxed);
+            }
             let mut response = Response::new(
                 StatusCode(206),
                 common.to_vec(),
@@ -144,6 +152,9 @@ fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
             request.respond(response)
         }
         _ => {
+            if request.url().starts_with("/images/") {
+                roots.image_bytes.fetch_add(len, Ordering::Relaxed);
+            }
             let response = Response::new(
                 StatusCode(200),
                 common.to_vec(),
@@ -161,21 +172,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
-        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
-        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
-        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 999)));
-        assert_eq!(parse_range("bytes=1000-", 1000), None);
-        assert_eq!(parse_range("bytes=5-1", 1000), None);
-        assert_eq!(parse_range("items=0-1", 1000), None);
-    }
-
-    #[test]
     fn paths_cannot_climb_out() {
         let roots = Roots {
             site: crate::root().join("web"),
             images: vec![],
+            image_bytes: AtomicU64::new(0),
         };
         assert_eq!(resolve(&roots, "/../Cargo.toml"), None);
         assert_eq!(resolve(&roots, "/images/static/../x"), None);

@@ -1,13 +1,14 @@
-//! A streaming reader for uncompressed tar archives (ustar, PAX and GNU long names).
+//! [`TarReader`]: reads an uncompressed tar archive entry by entry as it
+//! streams in (ustar, PAX and GNU long names), in the guest agent.
 //!
-//! It only decodes headers and hands out entry data; deciding which entries are
-//! acceptable is the caller's job (see `deploy`).
+//! The reader only decodes headers and hands out entry data; whether an
+//! entry may be extracted into an app's folder is [`Entry::segments`]' call.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 
-/// Size of a tar block.
-pub const BLOCK: usize = 512;
+use super::{checksum, pad, BLOCK, CHECKSUM, MAGIC, MODE, NAME, PREFIX, SIZE, TYPEFLAG};
+use crate::paths::{entry_segments, PathError};
 
 /// Longest PAX extended header or GNU long-name block accepted, in bytes.
 const MAX_META_LEN: u64 = 64 * 1024;
@@ -17,7 +18,7 @@ const MAX_META_LEN: u64 = 64 * 1024;
 pub enum EntryKind {
     /// A regular file (typeflag '0', NUL or '7').
     File,
-    /// A directory (typeflag '5').
+    /// A directory (typeflag '5', or an old-style empty file whose name ends in '/').
     Directory,
     /// A hard link ('1').
     HardLink,
@@ -69,7 +70,7 @@ impl fmt::Display for EntryKind {
 /// One archive member's header, with long names and PAX overrides applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The member's path exactly as stored (not yet validated).
+    /// The member's path exactly as stored (not yet checked).
     pub path: String,
     /// File, directory, link, ...
     pub kind: EntryKind,
@@ -79,10 +80,33 @@ pub struct Entry {
     pub mode: u32,
 }
 
-/// Why an archive could not be read.
+impl Entry {
+    /// Checks that this entry may be extracted into an app's folder and
+    /// returns the folder and file names of its path there (see
+    /// [`entry_segments`]).
+    ///
+    /// The path must stay inside the folder, the entry must be a regular
+    /// file or a directory, and a file must have a name. A directory entry
+    /// for the folder itself (`./`) gives no segments.
+    pub fn segments(&self) -> Result<Vec<&str>, TarError> {
+        // The path is checked first, so an escaping link is reported as escaping.
+        let segments = entry_segments(&self.path)?;
+        match self.kind {
+            EntryKind::Directory => Ok(segments),
+            EntryKind::File if segments.is_empty() => Err(TarError::Path(PathError::Empty)),
+            EntryKind::File => Ok(segments),
+            kind => Err(TarError::Unsupported {
+                path: self.path.clone(),
+                kind,
+            }),
+        }
+    }
+}
+
+/// Why an archive could not be read, or one of its entries was refused.
 #[derive(Debug)]
 pub enum TarError {
-    /// The stream ended inside a header or inside entry data.
+    /// The stream ended inside a header or inside entry data, or was empty.
     Truncated,
     /// A header's checksum does not match its contents.
     BadChecksum {
@@ -102,35 +126,73 @@ pub enum TarError {
     MetaTooLarge(u64),
     /// An entry path is not valid UTF-8.
     NotUtf8(String),
+    /// A link, device or other entry that is neither a file nor a directory.
+    Unsupported {
+        /// The entry path as stored in the archive.
+        path: String,
+        /// What it is.
+        kind: EntryKind,
+    },
+    /// An entry's path is malformed or would leave the app folder.
+    Path(PathError),
     /// Reading the stream or writing entry data failed.
     Io(io::Error),
+}
+
+impl TarError {
+    /// A stable machine-readable code for this error: `path_escapes` for
+    /// absolute and `..` paths, `unsupported_entry` for links and devices,
+    /// `io_error` when the stream or the output failed, and `bad_archive`
+    /// for everything else, including other malformed entry paths.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TarError::Path(e) if e.escapes() => "path_escapes",
+            TarError::Unsupported { .. } => "unsupported_entry",
+            TarError::Io(_) => "io_error",
+            _ => "bad_archive",
+        }
+    }
 }
 
 impl fmt::Display for TarError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Truncated => write!(f, "the archive ends in the middle of an entry"),
-            Self::BadChecksum { offset } => {
-                write!(
-                    f,
-                    "the header at byte {offset} has a wrong checksum (not a tar file?)"
-                )
-            }
-            Self::BadNumber { field, offset } => {
-                write!(
-                    f,
-                    "the header at byte {offset} has an unreadable {field} field"
-                )
-            }
+            Self::Truncated => write!(
+                f,
+                "the archive ends early, inside a header or an entry's data (was the upload \
+                 cut short?)"
+            ),
+            Self::BadChecksum { offset } => write!(
+                f,
+                "the header at byte {offset} has a wrong checksum (not a tar file?)"
+            ),
+            Self::BadNumber { field, offset } => write!(
+                f,
+                "the header at byte {offset} has an unreadable {field} field"
+            ),
             Self::BadPax(why) => write!(f, "a PAX extended header is malformed: {why}"),
-            Self::MetaTooLarge(n) => {
-                write!(
-                    f,
-                    "a PAX header or long name is {n} bytes, at most {MAX_META_LEN} allowed"
-                )
-            }
+            Self::MetaTooLarge(n) => write!(
+                f,
+                "a PAX header or long name is {n} bytes, at most {MAX_META_LEN} allowed"
+            ),
             Self::NotUtf8(lossy) => write!(f, "the entry path {lossy:?} is not valid UTF-8"),
+            Self::Unsupported { path, kind } => write!(
+                f,
+                "archive entry {path:?} is a {kind}: only regular files and directories are \
+                 allowed, replace links by copies of the files"
+            ),
+            Self::Path(e) => e.fmt(f),
             Self::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TarError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Path(e) => Some(e),
+            Self::Io(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -142,6 +204,12 @@ impl From<io::Error> for TarError {
         } else {
             Self::Io(e)
         }
+    }
+}
+
+impl From<PathError> for TarError {
+    fn from(e: PathError) -> Self {
+        Self::Path(e)
     }
 }
 
@@ -193,16 +261,16 @@ impl<R: Read> TarReader<R> {
                 field: name,
                 offset: header_offset,
             };
-            let stored = parse_number(&block[148..156]);
-            if stored != Some(checksum(&block)) {
+            if parse_number(&block[CHECKSUM]) != Some(checksum(&block)) {
                 return Err(TarError::BadChecksum {
                     offset: header_offset,
                 });
             }
-            let size = parse_number(&block[124..136]).ok_or_else(|| field("size"))?;
-            let mode = parse_number(&block[100..108]).ok_or_else(|| field("mode"))?;
-            let flag = block[156];
+            let size = parse_number(&block[SIZE]).ok_or_else(|| field("size"))?;
+            let mode = parse_number(&block[MODE]).ok_or_else(|| field("mode"))?;
+            let flag = block[TYPEFLAG];
             match flag {
+                // Metadata for the next entry: remember what we use, read on.
                 b'x' | b'g' | b'L' | b'K' => {
                     let data = self.read_meta(size)?;
                     match flag {
@@ -221,15 +289,20 @@ impl<R: Read> TarReader<R> {
                         _ => {}
                     }
                 }
+                // A real entry: apply the metadata and hand it out.
                 _ => {
                     let path_bytes = pax_path.or(long_name).unwrap_or_else(|| ustar_path(&block));
                     let path = String::from_utf8(path_bytes).map_err(|e| {
                         TarError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned())
                     })?;
-                    let kind = EntryKind::from_flag(flag);
+                    let size = pax_size.unwrap_or(size);
+                    let kind = match EntryKind::from_flag(flag) {
+                        // Old (V7) archives mark directories only by a trailing '/'.
+                        EntryKind::File if path.ends_with('/') && size == 0 => EntryKind::Directory,
+                        kind => kind,
+                    };
                     // Only regular files carry data for our purposes; the size field
                     // of links and devices is ignored by tar implementations too.
-                    let size = pax_size.unwrap_or(size);
                     let data_len = match kind {
                         EntryKind::File | EntryKind::Other(_) => size,
                         _ => 0,
@@ -286,7 +359,9 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
-    /// Reads one header block; `None` at a zero block or a clean end of stream.
+    /// Reads one header block; `None` at a zero block, or at a clean end of
+    /// stream after the first header (some writers leave out the end marker).
+    /// An empty stream is not an archive.
     fn read_header_block(&mut self) -> Result<Option<[u8; BLOCK]>, TarError> {
         let mut block = [0u8; BLOCK];
         let mut filled = 0;
@@ -297,9 +372,10 @@ impl<R: Read> TarReader<R> {
             }
             filled += n;
         }
+        let at_start = self.offset == 0;
         self.offset += filled as u64;
         match filled {
-            0 => Ok(None),
+            0 if !at_start => Ok(None),
             BLOCK if block.iter().all(|&b| b == 0) => Ok(None),
             BLOCK => Ok(Some(block)),
             _ => Err(TarError::Truncated),
@@ -320,16 +396,11 @@ impl<R: Read> TarReader<R> {
     }
 }
 
-/// Padding needed after `size` data bytes to reach a block boundary.
-fn pad(size: u64) -> u64 {
-    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
-}
-
 /// The ustar name, joined with the prefix field when the archive is POSIX ustar.
 fn ustar_path(block: &[u8; BLOCK]) -> Vec<u8> {
-    let name = trim_nul(&block[0..100]);
-    let posix = &block[257..263] == b"ustar\0";
-    let prefix = trim_nul(&block[345..500]);
+    let name = trim_nul(&block[NAME]);
+    let posix = &block[MAGIC] == b"ustar\0";
+    let prefix = trim_nul(&block[PREFIX]);
     if posix && !prefix.is_empty() {
         let mut path = prefix.to_vec();
         path.push(b'/');
@@ -344,21 +415,6 @@ fn ustar_path(block: &[u8; BLOCK]) -> Vec<u8> {
 fn trim_nul(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end]
-}
-
-/// Sum of the header bytes with the checksum field counted as spaces.
-fn checksum(block: &[u8; BLOCK]) -> u64 {
-    block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                u64::from(b' ')
-            } else {
-                u64::from(b)
-            }
-        })
-        .sum()
 }
 
 /// Parses an octal header number (NUL/space padded) or GNU base-256.
@@ -427,48 +483,10 @@ fn parse_pax_size(value: &[u8]) -> Result<u64, TarError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::super::testing::{finish, header, push};
+    use super::super::{pax_record, seal};
     use super::*;
-
-    /// Builds one ustar header block.
-    pub(crate) fn header(name: &str, flag: u8, size: u64) -> [u8; BLOCK] {
-        let mut h = [0u8; BLOCK];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[108..115].copy_from_slice(b"0000000");
-        h[116..123].copy_from_slice(b"0000000");
-        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-        h[136..147].copy_from_slice(b"00000000000");
-        h[156] = flag;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        let sum = checksum(&h);
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        h[155] = b' ';
-        h
-    }
-
-    /// Appends an entry (header, data, padding) to an archive being built.
-    pub(crate) fn push(tar: &mut Vec<u8>, name: &str, flag: u8, data: &[u8]) {
-        tar.extend_from_slice(&header(name, flag, data.len() as u64));
-        tar.extend_from_slice(data);
-        tar.resize(tar.len() + pad(data.len() as u64) as usize, 0);
-    }
-
-    /// Appends the end-of-archive marker.
-    pub(crate) fn finish(tar: &mut Vec<u8>) {
-        tar.resize(tar.len() + 2 * BLOCK, 0);
-    }
-
-    /// One PAX record; its length field counts its own digits.
-    fn pax_record(key: &str, value: &str) -> String {
-        let body = format!(" {key}={value}\n");
-        let mut len = body.len() + 1;
-        while body.len() + len.to_string().len() != len {
-            len = body.len() + len.to_string().len();
-        }
-        format!("{len}{body}")
-    }
 
     #[test]
     fn reads_files_and_dirs() {
@@ -496,11 +514,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn missing_end_marker_is_a_clean_end() {
+        let mut tar = Vec::new();
+        push(&mut tar, "a.txt", b'0', b"abc");
+        let mut r = TarReader::new(&tar[..]);
+        assert_eq!(r.next_entry().unwrap().unwrap().path, "a.txt");
+        assert!(r.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn old_style_directories() {
+        let mut tar = Vec::new();
+        push(&mut tar, "v7-dir/", 0, b"");
+        push(&mut tar, "not-a-dir/", b'0', b"x");
+        finish(&mut tar);
+        let mut r = TarReader::new(&tar[..]);
+        assert_eq!(r.next_entry().unwrap().unwrap().kind, EntryKind::Directory);
+        assert_eq!(r.next_entry().unwrap().unwrap().kind, EntryKind::File);
+    }
+
+    #[test]
     fn pax_and_gnu_long_names() {
         let long = format!("{}/file.txt", "d".repeat(150));
         let mut tar = Vec::new();
         let rec = pax_record("path", &long);
-        push(&mut tar, "PaxHeader/x", b'x', rec.as_bytes());
+        push(&mut tar, "PaxHeader/x", b'x', &rec);
         push(&mut tar, "short", b'0', b"abc");
         push(
             &mut tar,
@@ -519,9 +557,8 @@ pub(crate) mod tests {
     #[test]
     fn ustar_prefix_is_joined() {
         let mut h = header("name.txt", b'0', 0);
-        h[345..351].copy_from_slice(b"prefix");
-        let sum = checksum(&h);
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        h[PREFIX][..6].copy_from_slice(b"prefix");
+        seal(&mut h);
         let mut tar = h.to_vec();
         finish(&mut tar);
         let e = TarReader::new(&tar[..]).next_entry().unwrap().unwrap();
@@ -552,6 +589,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn entries_are_checked_before_extraction() {
+        let entry = |path: &str, kind| Entry {
+            path: path.into(),
+            kind,
+            size: 0,
+            mode: 0o644,
+        };
+        let dir = entry("./", EntryKind::Directory);
+        assert_eq!(dir.segments().unwrap(), Vec::<&str>::new());
+        let file = entry("./css//site.css", EntryKind::File);
+        assert_eq!(file.segments().unwrap(), ["css", "site.css"]);
+        let escaping_link = entry("../x", EntryKind::Symlink);
+        assert_eq!(escaping_link.segments().unwrap_err().code(), "path_escapes");
+        let fifo = entry("pipe", EntryKind::Fifo);
+        assert_eq!(fifo.segments().unwrap_err().code(), "unsupported_entry");
+        let backslash = entry("a\\b", EntryKind::File);
+        assert_eq!(backslash.segments().unwrap_err().code(), "bad_archive");
+    }
+
+    #[test]
     fn numbers() {
         assert_eq!(parse_number(b"0000644\0"), Some(0o644));
         assert_eq!(parse_number(b"     12 "), Some(0o12));
@@ -566,8 +623,8 @@ pub(crate) mod tests {
     #[test]
     fn pax_records() {
         let rec = pax_record("path", "a/b");
-        assert_eq!(rec, "12 path=a/b\n");
-        let recs = parse_pax(rec.as_bytes()).unwrap();
+        assert_eq!(rec, b"12 path=a/b\n");
+        let recs = parse_pax(&rec).unwrap();
         assert_eq!(recs, vec![(&b"path"[..], &b"a/b"[..])]);
         assert!(parse_pax(b"99 path=x\n").is_err());
         assert!(parse_pax(b"x path=x\n").is_err());
