@@ -5,6 +5,7 @@
 //! path and tar rules of `appserver_proto`, which the page shares.
 
 pub mod apps;
+pub mod clock;
 pub mod error;
 pub mod http;
 pub mod nginx;

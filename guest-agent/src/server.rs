@@ -166,6 +166,13 @@ fn route(
             "GET" => Ok(Response::ok("{\"ok\":true}".into())),
             _ => Err(not_allowed("GET")),
         },
+        "/v1/clock" => match head.method.as_str() {
+            "PUT" => {
+                let seconds = crate::clock::set(body, head.content_length)?;
+                Ok(Response::ok(format!("{{\"clock\":{seconds}}}")))
+            }
+            _ => Err(not_allowed("PUT")),
+        },
         "/v1/apps" | "/v1/apps/" => match head.method.as_str() {
             "GET" => {
                 let apps = apps::list(cfg)?;
@@ -186,7 +193,7 @@ fn route(
                 _ => Err(not_allowed("PUT, DELETE")),
             },
             None => Err(ApiError::NotFound(format!(
-                "no such endpoint {path:?}; the agent serves /v1/health and /v1/apps[/<name>]"
+                "no such endpoint {path:?}; the agent serves /v1/health, /v1/clock and /v1/apps[/<name>]"
             ))),
         },
     }

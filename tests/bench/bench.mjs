@@ -3,11 +3,12 @@
 // same requests against nginx running natively on this host give the
 // denominator of the emulation's cost.
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BASE, deployFolder, launch, loadStatic, openServer, staticSite } from "../e2e/harness.mjs";
+import { chromium } from "playwright-core";
+import { BASE, CHROMIUM_ARGS, deployFolder, loadStatic, staticSite } from "../e2e/harness.mjs";
 
 const SMALL = "data/asset-2k.bin";
 const LARGE = "data/asset-1m.bin";
@@ -89,27 +90,61 @@ http { include /etc/nginx/mime.types; access_log off;
   return { url: `http://127.0.0.1:${port}`, stop: () => proc.kill() };
 }
 
+async function imageBytesServed() {
+  return (await (await fetch(`${BASE}/__xtask/stats`)).json()).image_bytes;
+}
+
 const site = staticSite();
-const browser = await launch();
+const profile = mkdtempSync(join(tmpdir(), "appserver-bench-profile-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: CHROMIUM_ARGS,
+});
 try {
-  const context = await browser.newContext();
-  const page = await openServer(context);
+  const manifest = await (await fetch(`${BASE}/images/static/manifest.json`)).json();
+  if (manifest.state) {
+    print("warm_state_raw", manifest.state.raw_size / 1e6, "MB");
+    print("warm_state_compressed", manifest.state.size / 1e6, "MB");
+  }
+  const page = context.pages()[0] ?? (await context.newPage());
+  await page.goto(`${BASE}/application-server/`);
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
+  const servedBefore = await imageBytesServed();
   const clicked = Date.now();
   await loadStatic(page);
-  print("cold_boot_to_ready", (Date.now() - clicked) / 1000, "s");
-  const downloaded = await page.evaluate(() => performance.getEntriesByType("resource")
-    .filter((e) => /\/(images|v86)\//.test(e.name))
-    .reduce((sum, e) => sum + (e.encodedBodySize || 0), 0));
-  print("first_load_downloaded", downloaded / 1e6, "MB");
-  const memory = await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0);
-  print("page_js_heap_after_boot", memory / 1e6, "MB");
+  print("first_load_to_ready", (Date.now() - clicked) / 1000, "s");
+  print("first_load_downloaded", ((await imageBytesServed()) - servedBefore) / 1e6, "MB");
 
   const t = Date.now();
   const result = await deployFolder(page, "site", site.dir);
   if (result.state !== "done") throw new Error(`deploy failed: ${result.text}`);
   print("deploy_static_site", (Date.now() - t) / 1000, "s");
+  const stored = Number(await page.$eval("#deploy-status", (el) => el.dataset.stored));
+  print("persisted_state_after_deploy", stored / 1e6, "MB");
 
   const vm = await measure(page, "/app/site/", "sw_vm");
+
+  // A cached start: reload, the remembered environment comes back by itself.
+  const servedBeforeReload = await imageBytesServed();
+  const reloaded = Date.now();
+  await page.reload();
+  const firstAnswer = await page.evaluate(async () => {
+    const t = performance.now();
+    for (;;) {
+      const r = await fetch("/app/site/data/asset-2k.bin", { cache: "no-store" });
+      if (r.status === 200) return performance.now() - t;
+      await new Promise((ok) => setTimeout(ok, 50));
+    }
+  });
+  await page.waitForFunction(() => document.body.dataset.vmState === "ready");
+  const readyMs = Number(await page.evaluate(() => document.body.dataset.readyMs));
+  print("cached_start_to_ready", readyMs / 1000, "s");
+  print("cached_start_to_first_app_answer", firstAnswer / 1000, "s");
+  print("reload_to_first_app_answer", (Date.now() - reloaded) / 1000, "s");
+  print("cached_start_downloaded", ((await imageBytesServed()) - servedBeforeReload) / 1e6, "MB");
+  const memory = await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0);
+  print("page_js_heap_after_cached_start", memory / 1e6, "MB");
+
   let native = null;
   try {
     const nginx = await nativeNginx(site.dir);
@@ -126,5 +161,6 @@ try {
     print("ratio_rps_native_over_vm", native.rps / vm.rps, "x");
   }
 } finally {
-  await browser.close();
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
 }

@@ -105,6 +105,10 @@ describe("persistence", () => {
 
   test("a saved state that no longer restores is replaced by the image's, with the apps redeployed", async () => {
     await page.evaluate(async () => {
+      // gzip that decompresses to garbage v86 cannot restore, made before the
+      // transaction opens (an await inside it would end the transaction).
+      const garbage = new Uint8Array(4096).map((_, i) => (i * 7919) & 0xff);
+      const gz = await new Response(new Blob([garbage]).stream().pipeThrough(new CompressionStream("gzip"))).blob();
       const db = await new Promise((ok, fail) => {
         const r = indexedDB.open("appserver");
         r.onsuccess = () => ok(r.result);
@@ -112,11 +116,8 @@ describe("persistence", () => {
       });
       const tx = db.transaction("states", "readwrite");
       const store = tx.objectStore("states");
-      const record = await new Promise((ok) => { const r = store.get("static"); r.onsuccess = () => ok(r.result); });
-      // gzip that decompresses to garbage v86 cannot restore
-      const garbage = new Uint8Array(4096).map((_, i) => (i * 7919) & 0xff);
-      const gz = await new Response(new Blob([garbage]).stream().pipeThrough(new CompressionStream("gzip"))).blob();
-      store.put({ ...record, blob: gz }, "static");
+      const request = store.get("static");
+      request.onsuccess = () => store.put({ ...request.result, blob: gz }, "static");
       await new Promise((ok) => { tx.oncomplete = ok; });
     });
     await page.reload();

@@ -168,6 +168,14 @@ pub async fn deploy(engine: &dyn Engine, name: &str, tar: &[u8]) -> Result<AppIn
     json(status, &body)
 }
 
+/// Sets the guest's wall clock to the page's: a restored state wakes up
+/// with the clock of the moment it was saved.
+pub async fn set_clock(engine: &dyn Engine, unix_seconds: u64) -> Result<(), AgentError> {
+    let body = unix_seconds.to_string();
+    let (status, body) = call(engine, "PUT", "/v1/clock", body.as_bytes()).await?;
+    json::<serde_json::Value>(status, &body).map(|_| ())
+}
+
 /// Removes app `name` from the guest.
 pub async fn delete(engine: &dyn Engine, name: &str) -> Result<(), AgentError> {
     let (status, body) = call(engine, "DELETE", &format!("/v1/apps/{name}"), &[]).await?;

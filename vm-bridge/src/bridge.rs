@@ -29,7 +29,7 @@ pub const HTTP_PORT: u16 = 80;
 /// How long a request waits for a VM that is still starting.
 const READY_WAIT_MS: u32 = 20_000;
 /// How long a restored VM may take to answer before it counts as broken.
-const RESTORE_WAIT_MS: u32 = 30_000;
+const RESTORE_WAIT_MS: u32 = 15_000;
 /// How long opening a guest connection may take.
 const CONNECT_TIMEOUT_MS: u32 = 10_000;
 /// Largest data frame sent to the worker.
@@ -323,6 +323,10 @@ impl Bridge {
                     EngineEvent::Restored => {
                         this.set_state(VmState::Restoring);
                         if this.wait_for_agent().await {
+                            let now = (js_sys::Date::now() / 1000.0) as u64;
+                            if let Err(e) = agent::set_clock(&*this.inner.engine, now).await {
+                                log::error(&format!("setting the guest clock failed: {e}"));
+                            }
                             this.on_guest_ready().await;
                         } else if from_saved {
                             // The saved state does not come back: start from

@@ -8,6 +8,7 @@ use crate::engine::{
     ConnEvent, ConnWriter, Engine, EngineError, EngineEvent, GuestConn, StartFrom,
 };
 use crate::image::ImageSpec;
+use crate::timer::timeout;
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
 use std::cell::RefCell;
@@ -220,48 +221,23 @@ impl Engine for V86Engine {
             .and_then(|e| e.network_adapter());
         Box::pin(async move {
             let adapter = adapter.ok_or(EngineError::NotRunning)?;
-            let conn = adapter
-                .connect(port)
-                .map_err(|_| EngineError::Refused(port))?;
-            let (tx, rx) = mpsc::unbounded();
-            let (open_tx, open_rx) = oneshot::channel::<bool>();
-            let open_tx = Rc::new(RefCell::new(Some(open_tx)));
-
-            let opened = open_tx.clone();
-            let on_connect = Closure::<dyn FnMut()>::new(move || {
-                if let Some(o) = opened.borrow_mut().take() {
-                    let _ = o.send(true);
+            // v86 sends its SYN once and never again; the first one after a
+            // restore is usually lost. Give up on a silent attempt quickly and
+            // send a new one, waiting a little longer each time.
+            for wait_ms in SYN_WAITS_MS {
+                let (conn, events, opened) = open(&adapter, port)?;
+                match timeout(wait_ms, opened).await {
+                    Some(Ok(true)) => {
+                        return Ok(GuestConn {
+                            events,
+                            writer: Box::new(V86Writer(conn)),
+                        })
+                    }
+                    Some(_) => return Err(EngineError::Refused(port)),
+                    None => conn.close(),
                 }
-            });
-            let data_tx = tx.clone();
-            let on_data =
-                Closure::<dyn FnMut(js_sys::Uint8Array)>::new(move |bytes: js_sys::Uint8Array| {
-                    // v86 reuses its packet buffer: copy before returning.
-                    let _ = data_tx.unbounded_send(ConnEvent::Data(bytes.to_vec()));
-                });
-            let shut_tx = tx.clone();
-            let on_shutdown = Closure::<dyn FnMut()>::new(move || {
-                let _ = shut_tx.unbounded_send(ConnEvent::Shutdown);
-            });
-            let refused = open_tx;
-            let on_close = Closure::<dyn FnMut()>::new(move || {
-                if let Some(o) = refused.borrow_mut().take() {
-                    let _ = o.send(false);
-                }
-                let _ = tx.unbounded_send(ConnEvent::Closed);
-            });
-            // The adapter may call these after we stop listening, so JS owns them.
-            conn.on("connect", &on_connect.into_js_value());
-            conn.on("data", &on_data.into_js_value());
-            conn.on("shutdown", &on_shutdown.into_js_value());
-            conn.on("close", &on_close.into_js_value());
-            match open_rx.await {
-                Ok(true) => Ok(GuestConn {
-                    events: rx,
-                    writer: Box::new(V86Writer(conn)),
-                }),
-                _ => Err(EngineError::Refused(port)),
             }
+            Err(EngineError::Refused(port))
         })
     }
 
@@ -285,6 +261,59 @@ impl Engine for V86Engine {
             let _ = emulator.destroy();
         }
     }
+}
+
+/// How long each connection attempt waits for the guest's SYN-ACK.
+const SYN_WAITS_MS: [u32; 5] = [250, 500, 1_000, 2_000, 4_000];
+
+/// Starts one connection attempt: the connection, its events, and a future
+/// that says whether the guest accepted (true) or refused (false).
+fn open(
+    adapter: &NetAdapter,
+    port: u16,
+) -> Result<
+    (
+        TcpConn,
+        mpsc::UnboundedReceiver<ConnEvent>,
+        oneshot::Receiver<bool>,
+    ),
+    EngineError,
+> {
+    let conn = adapter
+        .connect(port)
+        .map_err(|_| EngineError::Refused(port))?;
+    let (tx, rx) = mpsc::unbounded();
+    let (open_tx, open_rx) = oneshot::channel::<bool>();
+    let open_tx = Rc::new(RefCell::new(Some(open_tx)));
+
+    let opened = open_tx.clone();
+    let on_connect = Closure::<dyn FnMut()>::new(move || {
+        if let Some(o) = opened.borrow_mut().take() {
+            let _ = o.send(true);
+        }
+    });
+    let data_tx = tx.clone();
+    let on_data =
+        Closure::<dyn FnMut(js_sys::Uint8Array)>::new(move |bytes: js_sys::Uint8Array| {
+            // v86 reuses its packet buffer: copy before returning.
+            let _ = data_tx.unbounded_send(ConnEvent::Data(bytes.to_vec()));
+        });
+    let shut_tx = tx.clone();
+    let on_shutdown = Closure::<dyn FnMut()>::new(move || {
+        let _ = shut_tx.unbounded_send(ConnEvent::Shutdown);
+    });
+    let on_close = Closure::<dyn FnMut()>::new(move || {
+        if let Some(o) = open_tx.borrow_mut().take() {
+            let _ = o.send(false);
+        }
+        let _ = tx.unbounded_send(ConnEvent::Closed);
+    });
+    // The adapter may call these after we stop listening, so JS owns them.
+    conn.on("connect", &on_connect.into_js_value());
+    conn.on("data", &on_data.into_js_value());
+    conn.on("shutdown", &on_shutdown.into_js_value());
+    conn.on("close", &on_close.into_js_value());
+    Ok((conn, rx, open_rx))
 }
 
 struct V86Writer(TcpConn);
