@@ -13,3 +13,4 @@ pub mod names;
 pub mod paths;
 pub mod route;
 pub mod tar;
+pub mod tcp;

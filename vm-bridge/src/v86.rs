@@ -9,6 +9,7 @@ use crate::engine::{
 };
 use crate::image::ImageSpec;
 use crate::timer::timeout;
+use appserver_proto::tcp::add_mss_option;
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
 use std::cell::RefCell;
@@ -41,6 +42,7 @@ extern "C" {
     fn network_adapter(this: &V86) -> Option<NetAdapter>;
 
     /// v86's fetch network adapter (its connect API is missing from v86.d.ts).
+    #[derive(Clone)]
     type NetAdapter;
 
     #[wasm_bindgen(method, catch)]
@@ -266,22 +268,43 @@ impl Engine for V86Engine {
 /// How long each connection attempt waits for the guest's SYN-ACK.
 const SYN_WAITS_MS: [u32; 5] = [250, 500, 1_000, 2_000, 4_000];
 
+/// The MSS the guest may use towards the page: a full 1500-byte frame.
+const MSS: u16 = 1460;
+
+/// Calls the adapter's `connect` with its `receive` wrapped for that one
+/// call, so the SYN it sends into the guest carries an MSS option (see
+/// [`add_mss_option`]).
+fn connect_with_mss(adapter: &NetAdapter, port: u16) -> Result<TcpConn, JsValue> {
+    let target: JsValue = adapter.clone().into();
+    let original: js_sys::Function =
+        js_sys::Reflect::get(&target, &"receive".into())?.dyn_into()?;
+    let (this, receive) = (target.clone(), original.clone());
+    let wrapper =
+        Closure::<dyn FnMut(js_sys::Uint8Array)>::new(move |frame: js_sys::Uint8Array| {
+            let fixed =
+                add_mss_option(&frame.to_vec(), MSS).map(|v| js_sys::Uint8Array::from(&v[..]));
+            let _ = receive.call1(&this, fixed.as_ref().unwrap_or(&frame));
+        });
+    js_sys::Reflect::set(&target, &"receive".into(), wrapper.as_ref())?;
+    let conn = adapter.connect(port);
+    // The SYN went out synchronously inside `connect`; the prototype's own
+    // `receive` serves every later frame.
+    js_sys::Reflect::delete_property(target.unchecked_ref::<js_sys::Object>(), &"receive".into())?;
+    conn
+}
+
+/// One connection attempt: the connection, its events, and whether the guest
+/// accepted it.
+type Attempt = (
+    TcpConn,
+    mpsc::UnboundedReceiver<ConnEvent>,
+    oneshot::Receiver<bool>,
+);
+
 /// Starts one connection attempt: the connection, its events, and a future
 /// that says whether the guest accepted (true) or refused (false).
-fn open(
-    adapter: &NetAdapter,
-    port: u16,
-) -> Result<
-    (
-        TcpConn,
-        mpsc::UnboundedReceiver<ConnEvent>,
-        oneshot::Receiver<bool>,
-    ),
-    EngineError,
-> {
-    let conn = adapter
-        .connect(port)
-        .map_err(|_| EngineError::Refused(port))?;
+fn open(adapter: &NetAdapter, port: u16) -> Result<Attempt, EngineError> {
+    let conn = connect_with_mss(adapter, port).map_err(|_| EngineError::Refused(port))?;
     let (tx, rx) = mpsc::unbounded();
     let (open_tx, open_rx) = oneshot::channel::<bool>();
     let open_tx = Rc::new(RefCell::new(Some(open_tx)));
