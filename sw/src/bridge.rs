@@ -22,6 +22,8 @@ use web_sys::{MessageEvent, MessagePort, Request, Response, ServiceWorkerGlobalS
 
 /// How long an app request waits for a page to offer its bridge.
 const BRIDGE_WAIT_MS: u32 = 3_000;
+/// How long a check that the bridge's page is still open stays good.
+const LIVENESS_MS: f64 = 1_000.0;
 /// How long an app request waits for the response head.
 const HEAD_TIMEOUT_MS: u32 = 60_000;
 /// Largest request body forwarded to an app.
@@ -55,6 +57,8 @@ struct State {
     streams: HashMap<u32, Stream>,
     next_id: u32,
     waiters: Vec<oneshot::Sender<()>>,
+    /// When the bridge's page was last seen open (ms since the epoch).
+    bridge_checked_ms: f64,
 }
 
 thread_local! {
@@ -105,6 +109,7 @@ pub(crate) fn on_message(event: web_sys::ExtendableMessageEvent) {
             client_id,
             _onmessage: onmessage,
         });
+        s.bridge_checked_ms = js_sys::Date::now();
         s.apps = None;
         (
             std::mem::take(&mut s.streams),
@@ -242,13 +247,24 @@ pub(crate) fn on_cancel(id: u32) {
 /// Makes sure a bridge is connected and its page still open, asking the open
 /// pages for one if not.
 async fn ensure_bridge() -> Result<(), Failure> {
-    let client_id = STATE.with(|s| s.borrow().conn.as_ref().map(|c| c.client_id.clone()));
+    let (client_id, checked) = STATE.with(|s| {
+        let s = s.borrow();
+        (
+            s.conn.as_ref().map(|c| c.client_id.clone()),
+            s.bridge_checked_ms,
+        )
+    });
+    let now = js_sys::Date::now();
+    if client_id.is_some() && now - checked < LIVENESS_MS {
+        return Ok(());
+    }
     if let Some(id) = client_id {
         let alive = match JsFuture::from(scope().clients().get(&id)).await {
             Ok(client) => !client.is_undefined() || id.is_empty(),
             Err(_) => false,
         };
         if alive {
+            STATE.with(|s| s.borrow_mut().bridge_checked_ms = now);
             return Ok(());
         }
         let orphans = STATE.with(|s| {

@@ -75,6 +75,9 @@ async function freePort() {
 
 /** nginx from the host's Debian package serving the same folder. */
 async function nativeNginx(root) {
+  // nginx's workers run as www-data: let them read the fixture copy.
+  spawn("chmod", ["-R", "a+rX", root]);
+  await new Promise((r) => setTimeout(r, 200));
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "appserver-nginx-"));
   const conf = join(dir, "nginx.conf");
