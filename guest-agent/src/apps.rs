@@ -421,57 +421,33 @@ mod tests {
         cleanup(&cfg);
     }
 
+    /// An archive of `(path, type flag, data)` entries.
+    fn archive(entries: &[(&str, u8, &[u8])]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for (path, kind, data) in entries {
+            push(&mut t, path, *kind, data);
+        }
+        finish(&mut t);
+        t
+    }
+
     #[test]
     fn failed_upload_keeps_old_version() {
         let cfg = temp_config("keep");
         deploy(&cfg, "demo", &site("v1")[..]).unwrap();
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (
-                {
-                    let mut t = Vec::new();
-                    push(&mut t, "ok.html", b'0', b"fine");
-                    push(&mut t, "../evil", b'0', b"x");
-                    finish(&mut t);
-                    t
-                },
+                archive(&[("ok.html", b'0', b"fine"), ("../evil", b'0', b"x")]),
                 "path_escapes",
             ),
+            (archive(&[("/etc/passwd", b'0', b"x")]), "path_escapes"),
+            (archive(&[("link", b'2', b"")]), "unsupported_entry"),
             (
-                {
-                    let mut t = Vec::new();
-                    push(&mut t, "/etc/passwd", b'0', b"x");
-                    finish(&mut t);
-                    t
-                },
-                "path_escapes",
-            ),
-            (
-                {
-                    let mut t = Vec::new();
-                    push(&mut t, "link", b'2', b"");
-                    finish(&mut t);
-                    t
-                },
-                "unsupported_entry",
-            ),
-            (
-                {
-                    let mut t = Vec::new();
-                    push(&mut t, "dir/", b'5', b"");
-                    push(&mut t, "v7-dir/", b'0', b"");
-                    finish(&mut t);
-                    t
-                },
+                archive(&[("dir/", b'5', b""), ("v7-dir/", b'0', b"")]),
                 "empty",
             ),
             (
-                {
-                    let mut t = Vec::new();
-                    push(&mut t, "a", b'0', b"file");
-                    push(&mut t, "a/b", b'0', b"under a file");
-                    finish(&mut t);
-                    t
-                },
+                archive(&[("a", b'0', b"file"), ("a/b", b'0', b"under a file")]),
                 "bad_archive",
             ),
             (

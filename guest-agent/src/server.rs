@@ -193,7 +193,8 @@ fn route(
                 _ => Err(not_allowed("PUT, DELETE")),
             },
             None => Err(ApiError::NotFound(format!(
-                "no such endpoint {path:?}; the agent serves /v1/health, /v1/clock and /v1/apps[/<name>]"
+                "no such endpoint {path:?}; the agent serves /v1/health, /v1/clock and \
+/v1/apps[/<name>]"
             ))),
         },
     }
