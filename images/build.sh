@@ -4,7 +4,7 @@
 #   images/build.sh ENV OUTDIR AGENT_BIN
 #
 #   ENV        environment to build: a name with images/envs/ENV.packages
-#              (`static` for now; `nodejs`, `python` later add packages there)
+#              (`static`, `python`; `nodejs` later adds packages there)
 #   OUTDIR     where vmlinuz, initrd.img, disk.img and manifest.json go
 #   AGENT_BIN  the i686 static appserver-agent binary to install in the image
 #
@@ -136,6 +136,11 @@ fi
 # (tar keeps the merged-/usr symlinks such as /sbin -> usr/sbin intact).
 tar -C "$OVERLAY" --owner=0 --group=0 -cf - . \
     | tar -C "$ROOTFS" --keep-directory-symlink --no-overwrite-dir -xf -
+# Files of this environment only (envs/ENV.rootfs/, e.g. python's warm pool).
+if [[ -d $ENVS/$ENV_NAME.rootfs ]]; then
+    tar -C "$ENVS/$ENV_NAME.rootfs" --owner=0 --group=0 -cf - . \
+        | tar -C "$ROOTFS" --keep-directory-symlink --no-overwrite-dir -xf -
+fi
 chmod 0755 "$ROOTFS/sbin/appserver-init"
 install -m 0755 "$AGENT_BIN" "$ROOTFS/usr/local/bin/appserver-agent"
 strip "$ROOTFS/usr/local/bin/appserver-agent"
@@ -263,6 +268,8 @@ VERSION=$( {
     (cd "$OVERLAY" && find . -type f | LC_ALL=C sort | xargs sha256sum)
     [[ -f $ENVS/$ENV_NAME.conf ]] && cat "$ENVS/$ENV_NAME.conf"
     [[ -f $ENVS/$ENV_NAME.setup ]] && cat "$ENVS/$ENV_NAME.setup"
+    [[ -d $ENVS/$ENV_NAME.rootfs ]] &&
+        (cd "$ENVS/$ENV_NAME.rootfs" && find . -type f | LC_ALL=C sort | xargs sha256sum)
     true
 } | sha256sum | cut -c1-16)
 

@@ -130,7 +130,8 @@ export async function guestConnect(emulator, port, { deadlineMs, attemptMs = 400
  * One HTTP/1.1 request to the guest. The answer is read by Content-Length,
  * not by waiting for the close: v86 0.5.462 drops the data of a guest segment
  * that also carries FIN, so the request keeps the connection open and we
- * close it. Resolves with {status, headers, text, connectMs, ms, attempts}.
+ * close it. `opts.headers` adds request headers. Resolves with {status,
+ * headers, text, connectMs, ms, attempts}.
  */
 export async function guestRequest(emulator, port, method, path, body = null, opts = {}) {
   const { deadlineMs, timeoutMs = 30000 } = opts;
@@ -181,9 +182,11 @@ export async function guestRequest(emulator, port, method, path, body = null, op
     });
     conn.on("shutdown", () => tryParse(true));
     conn.on("close", () => tryParse(true));
+    const extra = Object.entries(opts.headers || {}).map(([k, v]) => `${k}: ${v}\r\n`);
     const head = new TextEncoder().encode(
       `${method} ${path} HTTP/1.1\r\nHost: x\r\n` +
         (body ? `Content-Length: ${body.length}\r\n` : "") +
+        extra.join("") +
         "\r\n",
     );
     conn.write(body ? Buffer.concat([head, body]) : head);

@@ -145,12 +145,31 @@ pub(crate) async fn request_persistent_storage() -> bool {
         .unwrap_or(false)
 }
 
+/// What this origin stores, as the browser estimates it.
+pub(crate) struct StorageUse {
+    /// Bytes used in all.
+    pub(crate) usage: f64,
+    /// Bytes the browser would allow.
+    pub(crate) quota: f64,
+    /// Bytes in the Cache API (the image files), where the browser says.
+    pub(crate) caches: Option<f64>,
+    /// Bytes in IndexedDB (saved VM states and app archives), likewise.
+    pub(crate) indexed_db: Option<f64>,
+}
+
 /// Bytes used and available for this origin, as the browser estimates them.
-pub(crate) async fn storage_estimate() -> Option<(f64, f64)> {
+pub(crate) async fn storage_estimate() -> Option<StorageUse> {
     let promise = web_sys::window()?.navigator().storage().estimate().ok()?;
     let estimate = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
-    let get = |k: &str| js_sys::Reflect::get(&estimate, &k.into()).ok()?.as_f64();
-    Some((get("usage")?, get("quota")?))
+    let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).ok()?.as_f64();
+    // `usageDetails` is Chromium's breakdown; other browsers give totals only.
+    let details = js_sys::Reflect::get(&estimate, &"usageDetails".into()).unwrap_or_default();
+    Some(StorageUse {
+        usage: get(&estimate, "usage")?,
+        quota: get(&estimate, "quota")?,
+        caches: get(&details, "caches"),
+        indexed_db: get(&details, "indexedDB"),
+    })
 }
 
 /// Renders the app list as links with their sizes.

@@ -125,13 +125,23 @@ async fn load(page: Rc<Page>, env: &'static Environment) {
 /// Asks the browser to keep our storage, and shows how much is used.
 async fn show_storage() {
     let persisted = dom::request_persistent_storage().await;
-    if let Some((usage, quota)) = dom::storage_estimate().await {
+    if let Some(used) = dom::storage_estimate().await {
+        let parts = match (used.caches, used.indexed_db) {
+            (Some(images), Some(data)) => {
+                format!(
+                    " (image cache {}, saved VM and apps {})",
+                    mib(images),
+                    mib(data)
+                )
+            }
+            _ => String::new(),
+        };
         set_text(
             "storage",
             &format!(
-                "Browser storage: {} used of {} available{}",
-                mib(usage),
-                mib(quota),
+                "Browser storage: {} used{parts} of {} available{}",
+                mib(used.usage),
+                mib(used.quota),
                 if persisted {
                     ", kept when space runs low"
                 } else {
@@ -139,7 +149,7 @@ async fn show_storage() {
                 }
             ),
         );
-        dom::set_data("storage", "usage", &format!("{usage:.0}"));
+        dom::set_data("storage", "usage", &format!("{:.0}", used.usage));
     }
 }
 

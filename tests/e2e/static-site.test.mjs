@@ -114,6 +114,31 @@ describe("static environment", () => {
     await tab.close();
   });
 
+  test("apps keep answering after the browser stops and restarts the service worker", async () => {
+    const cdp = await context.newCDPSession(page);
+    const statuses = [];
+    cdp.on("ServiceWorker.workerVersionUpdated", ({ versions }) => {
+      for (const v of versions) statuses.push(v.runningStatus);
+    });
+    await cdp.send("ServiceWorker.enable");
+    await cdp.send("ServiceWorker.stopAllWorkers");
+    for (let i = 0; i < 50 && !statuses.includes("stopped"); i++) await page.waitForTimeout(100);
+    assert.ok(statuses.includes("stopped"), `the worker was stopped (saw ${statuses})`);
+    // The restarted worker has no port: it asks the page for the bridge again.
+    const r = await fetchInPage(page, "/app/site/css/main.css");
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.sha256, site.files.find((f) => f.path === "css/main.css").sha256);
+    assert.equal(statuses.at(-1), "running", `the worker runs again (saw ${statuses})`);
+    await cdp.detach();
+  });
+
+  test("the page says what the browser stores", async () => {
+    const text = await page.textContent("#storage");
+    assert.match(text, /Browser storage: [\d.]+ MiB used/);
+    const usage = Number(await page.$eval("#storage", (el) => el.dataset.usage));
+    assert.ok(usage > 1e6, `usage ${usage} counts the cached image and the saved VM`);
+  });
+
   test("unknown apps and impossible names answer 404 pages", async () => {
     const unknown = await fetchInPage(page, "/app/nope/");
     assert.equal(unknown.status, 404);

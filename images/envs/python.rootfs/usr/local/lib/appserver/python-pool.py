@@ -1,0 +1,575 @@
+#!/usr/bin/python3
+"""Warm pool of the python image: starts Python web apps without a cold start.
+
+In v86 a new python3 process is slow (interpreter start, then `import flask`
+takes 14-28 s), and after a restore of the saved VM state everything started
+anew is cold, while processes that were already running in the state are
+fast. So appserver-init starts this program before the state is saved: it
+imports the frameworks once (flask, werkzeug's server, fastapi, uvicorn,
+django), then waits for requests on a Unix socket and forks one child per
+app. The child already has everything imported: it only imports the app's
+own module and serves it on 127.0.0.1:<port>; the parent stays as it was,
+so the pool never needs refilling.
+
+Protocol: a client connects to /run/appserver/pool.sock, sends one JSON
+object on one line and reads one JSON line back; then the pool closes.
+
+  {"op": "ping"}
+      -> {"ok": true, "pid": N, "preloaded": [...], "failed": {...}}
+  {"op": "start", "name": "demo", "dir": "/srv/apps/demo", "port": 9001,
+   "kind": "auto", "entry": null, "env": {}, "log": null, "wait": false}
+      kind: auto | wsgi | asgi | django. entry: "module:attribute" (default:
+      found from the files, see find_app). prefix: the URL prefix the app is
+      served under, default /app/<name>. log: the file its stdout and stderr
+      go to, default /var/log/appserver/<name>.log. With "wait": true the
+      answer comes once the app listens (or has exited).
+      -> {"ok": true, "pid": N, "state": "starting" | "running"}
+      -> {"ok": false, "error": "...", "state": "exited", "code": 1}
+  {"op": "stop", "name": "demo"}   SIGTERM to the app's process group, SIGKILL
+      after 5 s -> {"ok": true, "pid": N}
+  {"op": "status"} -> {"ok": true, "apps": {"demo": {"pid", "port", "kind",
+      "state": "starting" | "running" | "exited", "code", "signal",
+      "started": unix time, "ready_s": start-to-listening seconds}}}
+  {"op": "proxy", "name": "demo", "port": 9001}   TEMPORARY, for
+      images/python-test.mjs until the agent writes proxy snippets: writes
+      /etc/nginx/apps/<name>.conf proxying /app/<name>/ to the port and
+      reloads nginx -> {"ok": true}
+
+The app sees its URL prefix: SCRIPT_NAME for WSGI, root_path for ASGI, with
+the prefix taken off the path when nginx passes the full URI.
+
+With --serial DEV (temporary, for tests) lines "pool: {json}" read from that
+tty are handled like socket requests and answered as "pool-reply: {json}".
+"""
+
+import gc
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import sys
+import time
+
+SOCKET = "/run/appserver/pool.sock"
+READY_FILE = "/run/appserver/python-pool.ready"
+LOG_DIR = "/var/log/appserver"
+STOP_GRACE_S = 5
+
+# Modules imported before any app starts; what fails to import is reported by
+# "ping" and otherwise ignored (the app then imports it itself, cold).
+PRELOAD = [
+    # WSGI: Flask and the server that runs WSGI apps here (werkzeug's).
+    "flask", "flask.json.provider", "flask.templating", "jinja2.ext",
+    "werkzeug.serving", "werkzeug.middleware.proxy_fix", "werkzeug.debug",
+    "socketserver", "http.server", "wsgiref.simple_server",
+    # ASGI: FastAPI (starlette, pydantic) and what uvicorn's Config.load()
+    # imports by name.
+    "fastapi", "fastapi.staticfiles", "fastapi.templating", "fastapi.responses",
+    "starlette.middleware.cors", "starlette.staticfiles",
+    "uvicorn", "uvicorn.config", "uvicorn.server", "uvicorn.logging",
+    "uvicorn.protocols.http.h11_impl", "uvicorn.protocols.websockets.wsproto_impl",
+    "uvicorn.lifespan.on", "uvicorn.loops.asyncio", "logging.config",
+    "asyncio", "asyncio.unix_events",
+    # Django: what can be imported without settings.
+    "django", "django.core.wsgi", "django.core.handlers.wsgi", "django.urls",
+    "django.http", "django.shortcuts", "django.views.generic", "django.db.models",
+    "django.forms", "django.template.backends.django", "django.core.management",
+    "django.contrib.staticfiles.handlers", "django.db.backends.sqlite3.base",
+    "django.middleware.common", "django.middleware.csrf", "django.middleware.security",
+    "django.contrib.sessions.middleware", "django.contrib.messages.middleware",
+    "django.middleware.clickjacking",
+    "django.contrib.auth.hashers", "django.template.defaulttags",
+    "django.template.loader_tags", "django.templatetags.static",
+    # gunicorn-compatible apps (module:app) need nothing more; its own
+    # modules, for apps importing them.
+    "gunicorn", "gunicorn.util",
+    "sqlite3", "json", "email.utils", "uuid", "secrets", "hashlib", "hmac",
+]
+
+apps = {}          # name -> dict(pid, port, kind, state, code, signal, started, ...)
+by_pid = {}        # pid -> name
+ready_pipes = {}   # read end fd -> name
+waiters = {}       # name -> [reply functions], for "start" with "wait"
+kill_at = {}       # pid -> monotonic deadline for SIGKILL
+
+
+def log(msg):
+    print(f"python-pool: {msg}", flush=True)
+
+
+def preload():
+    preloaded, failed = [], {}
+    for name in PRELOAD:
+        try:
+            __import__(name)
+            preloaded.append(name)
+        except Exception as e:  # noqa: BLE001 (report, do not die)
+            failed[name] = f"{type(e).__name__}: {e}"
+    return preloaded, failed
+
+
+def warm_up():
+    """Runs a request through Flask, Jinja2 and FastAPI once, so that what
+    they import or compile lazily on first use (url maps, template lexer,
+    pydantic validators) is already in the parent's memory."""
+    import asyncio
+    import flask
+    import fastapi
+
+    app = flask.Flask("warmup")
+
+    @app.route("/<int:n>", methods=["GET", "POST"])
+    def page(n):
+        return flask.render_template_string(
+            "{% for i in range(n) %}<a href='{{ url_for('page', n=i) }}'>{{ i }}</a>{% endfor %}",
+            n=n)
+    app.test_client().get("/2")
+
+    api = fastapi.FastAPI()
+
+    @api.get("/items/{item_id}")
+    def item(item_id: int, q: str = ""):
+        return {"id": item_id, "q": q}
+
+    async def call():
+        sent = []
+        scope = {"type": "http", "http_version": "1.1", "method": "GET",
+                 "path": "/items/1", "raw_path": b"/items/1", "root_path": "",
+                 "query_string": b"q=x", "headers": [(b"host", b"x")],
+                 "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+        await api(scope, receive, send)
+        return sent
+    asyncio.run(call())
+
+
+# ---------------------------------------------------------------- the child --
+
+def find_app(kind, entry, prefix):
+    """Returns (kind, app object) for the app in the current folder; a Django
+    app comes back as kind "django", already serving under `prefix`."""
+    import importlib
+    if kind == "django" or (kind == "auto" and not entry and os.path.exists("manage.py")
+                            and not any(os.path.exists(f) for f in
+                                        ("app.py", "wsgi.py", "asgi.py", "main.py"))):
+        if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+            with open("manage.py", encoding="utf-8") as f:
+                m = re.search(r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)", f.read())
+            if not m:
+                raise RuntimeError("manage.py does not name DJANGO_SETTINGS_MODULE")
+            os.environ["DJANGO_SETTINGS_MODULE"] = m.group(1)
+        from django.conf import settings
+        from django.core.wsgi import get_wsgi_application
+        # Django prefixes only a relative STATIC_URL with SCRIPT_NAME, and
+        # startproject writes an absolute "/static/".
+        static_url = getattr(settings, "STATIC_URL", None) or ""
+        if static_url.startswith("/") and not static_url.startswith(prefix + "/"):
+            settings.STATIC_URL = prefix + static_url
+        app = wsgi_with_prefix(get_wsgi_application(), prefix)
+        if settings.DEBUG and "django.contrib.staticfiles" in settings.INSTALLED_APPS:
+            # As runserver does; it sees the full path, as STATIC_URL has it.
+            from django.contrib.staticfiles.handlers import StaticFilesHandler
+            app = StaticFilesHandler(app)
+        return "django", app
+    if entry:
+        module, _, attr = entry.partition(":")
+        candidates = [(module, [attr] if attr else ["app", "application"])]
+    else:
+        names = {"wsgi": ["wsgi", "app", "main"], "asgi": ["asgi", "main", "app"]}
+        names = names.get(kind, ["app", "wsgi", "asgi", "main"])
+        candidates = [(n, ["app", "application"]) for n in names if os.path.exists(n + ".py")]
+        if not candidates:
+            raise RuntimeError("no app.py, wsgi.py, asgi.py or main.py")
+    module, attrs = candidates[0]
+    mod = importlib.import_module(module)
+    app = next((getattr(mod, a) for a in attrs if getattr(mod, a, None) is not None), None)
+    if app is None and callable(getattr(mod, "create_app", None)):
+        app = mod.create_app()
+    if app is None:
+        raise RuntimeError(f"{module}.py has no {' or '.join(attrs)}")
+    if kind == "auto":
+        import inspect
+        call = app if inspect.isfunction(app) else getattr(app, "__call__", None)
+        kind = "asgi" if inspect.iscoroutinefunction(call) else "wsgi"
+    return kind, app
+
+
+def strip_prefix(path, prefix):
+    if path == prefix or path.startswith(prefix + "/"):
+        return path[len(prefix):] or "/"
+    return path
+
+
+def wsgi_with_prefix(app, prefix):
+    def wrapped(environ, start_response):
+        environ["PATH_INFO"] = strip_prefix(environ.get("PATH_INFO", "/"), prefix)
+        environ["SCRIPT_NAME"] = prefix
+        return app(environ, start_response)
+    return wrapped
+
+
+def asgi_with_prefix(app, prefix):
+    async def wrapped(scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            scope = dict(scope, root_path=prefix, path=strip_prefix(scope["path"], prefix))
+            if scope.get("raw_path"):
+                scope["raw_path"] = strip_prefix(scope["raw_path"].decode("latin-1"),
+                                                 prefix).encode("latin-1")
+        return await app(scope, receive, send)
+    return wrapped
+
+
+def run_child(req, ready_w):
+    """In the forked child: become the app. Never returns."""
+    code = 1
+    try:
+        # Keep only stdio and the ready pipe (as fd 3): the pool's socket, its
+        # clients, the serial line and other apps' pipes are the parent's.
+        # (The Python objects owning those fds are never finalized here: this
+        # function never returns.)
+        if ready_w != 3:
+            os.dup2(ready_w, 3)
+            ready_w = 3
+        os.closerange(4, 65536)
+        os.setsid()
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        log_path = req.get("log") or f"{LOG_DIR}/{req['name']}.log"
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(null)
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        gc.enable()
+        os.chdir(req["dir"])
+        sys.path.insert(0, req["dir"])
+        sys.argv = [os.path.join(req["dir"], "app")]
+        sys.dont_write_bytecode = True
+        port = int(req["port"])
+        prefix = req.get("prefix") or f"/app/{req['name']}"
+        os.environ.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
+        os.environ.setdefault("PORT", str(port))
+        os.environ["SCRIPT_NAME"] = prefix
+        started = time.monotonic()
+        print(f"[pool] starting {req['name']} from {req['dir']} on 127.0.0.1:{port}", flush=True)
+        kind, app = find_app(req.get("kind") or "auto", req.get("entry"), prefix)
+        if kind == "asgi":
+            import uvicorn
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(128)
+            config = uvicorn.Config(asgi_with_prefix(app, prefix), http="h11", ws="wsproto",
+                                    loop="asyncio", lifespan="auto", log_level="info",
+                                    proxy_headers=False, server_header=False)
+            server = uvicorn.Server(config)
+            print(f"[pool] {kind} app loaded in {time.monotonic() - started:.2f} s", flush=True)
+            os.write(ready_w, b"L")
+            os.close(ready_w)
+            server.run(sockets=[sock])
+        else:
+            from werkzeug.serving import make_server
+            if kind != "django":
+                app = wsgi_with_prefix(app, prefix)
+            server = make_server("127.0.0.1", port, app, threaded=True)
+            print(f"[pool] {kind} app loaded in {time.monotonic() - started:.2f} s", flush=True)
+            os.write(ready_w, b"L")
+            os.close(ready_w)
+            # The poll interval only delays shutdown(), which is not used; a
+            # long one saves wake-ups of the emulated CPU.
+            server.serve_forever(poll_interval=60)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 (the log is where errors go)
+        import traceback
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+# --------------------------------------------------------------- the parent --
+
+def app_status(name):
+    a = apps[name]
+    return {k: a.get(k) for k in ("pid", "port", "kind", "dir", "state", "code", "signal",
+                                  "started", "ready_s", "log")}
+
+
+def start(req, reply):
+    name, port = req.get("name"), req.get("port")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+        return reply({"ok": False, "error": "bad or missing name"})
+    if not isinstance(port, int) or not 1024 <= port <= 65535:
+        return reply({"ok": False, "error": "bad or missing port"})
+    if not os.path.isdir(req.get("dir") or ""):
+        return reply({"ok": False, "error": f"no folder {req.get('dir')!r}"})
+    old = apps.get(name)
+    if old and old["state"] != "exited":
+        return reply({"ok": False, "error": f"{name} is running (pid {old['pid']})",
+                      **app_status(name)})
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        run_child(req, ready_w)
+    os.close(ready_w)
+    apps[name] = {"pid": pid, "port": port, "kind": req.get("kind") or "auto",
+                  "dir": req["dir"], "state": "starting", "code": None, "signal": None,
+                  "started": time.time(), "t0": time.monotonic(), "ready_s": None,
+                  "log": req.get("log") or f"{LOG_DIR}/{name}.log", "ready_fd": ready_r}
+    by_pid[pid] = name
+    ready_pipes[ready_r] = name
+    sel.register(ready_r, selectors.EVENT_READ, on_ready_pipe)
+    if req.get("wait"):
+        waiters.setdefault(name, []).append(reply)
+    else:
+        reply({"ok": True, "pid": pid, "state": "starting"})
+
+
+def on_ready_pipe(fd):
+    name = ready_pipes.pop(fd)
+    data = os.read(fd, 1)
+    sel.unregister(fd)
+    os.close(fd)
+    a = apps[name]
+    a["ready_fd"] = None
+    if data == b"L" and a["state"] == "starting":
+        a["state"] = "running"
+        a["ready_s"] = round(time.monotonic() - a["t0"], 3)
+        for reply in waiters.pop(name, []):
+            reply({"ok": True, "pid": a["pid"], "state": "running", "ready_s": a["ready_s"]})
+
+
+def reap():
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        kill_at.pop(pid, None)
+        name = by_pid.pop(pid, None)
+        if name is None or apps[name]["pid"] != pid:
+            continue
+        a = apps[name]
+        a["state"] = "exited"
+        if os.WIFSIGNALED(status):
+            a["signal"] = os.WTERMSIG(status)
+        else:
+            a["code"] = os.waitstatus_to_exitcode(status)
+        if a.get("ready_fd") is not None:
+            fd = a["ready_fd"]
+            ready_pipes.pop(fd, None)
+            sel.unregister(fd)
+            os.close(fd)
+            a["ready_fd"] = None
+        for reply in waiters.pop(name, []):
+            reply({"ok": False, "error": f"{name} exited before listening; see {a['log']}",
+                   "state": "exited", "code": a["code"], "signal": a["signal"]})
+
+
+def stop(req, reply):
+    a = apps.get(req.get("name"))
+    if not a:
+        return reply({"ok": False, "error": "no such app"})
+    if a["state"] != "exited":
+        try:
+            os.killpg(a["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        kill_at[a["pid"]] = time.monotonic() + STOP_GRACE_S
+    reply({"ok": True, "pid": a["pid"]})
+
+
+PROXY_CONF = """\
+# Written by python-pool (temporary, for tests) for app {name}.
+location = /app/{name} {{ return 301 /app/{name}/; }}
+location /app/{name}/ {{
+    proxy_pass http://127.0.0.1:{port};
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Forwarded-Prefix /app/{name};
+    proxy_buffering off;
+    add_header X-Appserver-App {name} always;
+}}
+"""
+
+
+def proxy(req, reply):
+    name, port = req.get("name"), req.get("port")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name) \
+            or not isinstance(port, int):
+        return reply({"ok": False, "error": "bad name or port"})
+    path = f"/etc/nginx/apps/{name}.conf"
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(PROXY_CONF.format(name=name, port=port))
+    os.rename(path + ".tmp", path)
+    pid = os.posix_spawn("/usr/sbin/nginx", ["nginx", "-s", "reload"], os.environ)
+    _, status = os.waitpid(pid, 0)
+    reply({"ok": status == 0, "nginx_status": status})
+
+
+def handle(line, reply):
+    try:
+        req = json.loads(line)
+        op = req.get("op")
+        if op == "start":
+            start(req, reply)
+        elif op == "stop":
+            stop(req, reply)
+        elif op == "status":
+            reply({"ok": True, "apps": {n: app_status(n) for n in apps}})
+        elif op == "ping":
+            reply({"ok": True, "pid": os.getpid(), "preloaded": PRELOADED, "failed": FAILED})
+        elif op == "proxy":
+            proxy(req, reply)
+        else:
+            reply({"ok": False, "error": f"unknown op {op!r}"})
+    except Exception as e:  # noqa: BLE001 (answer, keep serving)
+        reply({"ok": False, "error": f"{type(e).__name__}: {e}"})
+
+
+def on_client(conn):
+    sel.unregister(conn)
+    conn.settimeout(2)
+    buf = b""
+    try:
+        while b"\n" not in buf and len(buf) < 65536:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+    except OSError:
+        conn.close()
+        return
+
+    def reply(obj):
+        try:
+            conn.sendall(json.dumps(obj).encode() + b"\n")
+        except OSError:
+            pass
+        conn.close()
+    handle(buf.split(b"\n", 1)[0], reply)
+
+
+def on_listener(lsock):
+    conn, _ = lsock.accept()
+    sel.register(conn, selectors.EVENT_READ, on_client)
+
+
+serial_buf = b""
+
+
+def on_serial(fd):
+    global serial_buf
+    serial_buf += os.read(fd, 4096)
+    *lines, serial_buf = serial_buf.split(b"\n")
+    for line in lines:
+        line = line.strip()
+        if line.startswith(b"pool:"):
+            def reply(obj):
+                os.write(serial_out, b"pool-reply: " + json.dumps(obj).encode() + b"\n")
+            handle(line[5:], reply)
+
+
+def on_wakeup(fd):
+    os.read(fd, 512)
+    reap()
+
+
+def main():
+    global sel, serial_out, PRELOADED, FAILED
+    t0 = time.monotonic()
+    try:
+        os.unlink(READY_FILE)
+    except FileNotFoundError:
+        pass
+    gc.disable()  # collecting during the imports only costs time
+    PRELOADED, FAILED = preload()
+    try:
+        warm_up()
+    except Exception as e:  # noqa: BLE001
+        FAILED["warm_up"] = f"{type(e).__name__}: {e}"
+    gc.collect()
+    # Children then never touch the preloaded objects' GC headers, so their
+    # memory stays shared with this process instead of being copied page by page.
+    gc.freeze()
+    gc.enable()
+    for name, why in FAILED.items():
+        log(f"could not preload {name}: {why}")
+
+    os.makedirs(os.path.dirname(SOCKET), exist_ok=True)
+    sel = selectors.PollSelector()   # no kernel-side state shared with children
+    try:
+        os.unlink(SOCKET)
+    except FileNotFoundError:
+        pass
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(SOCKET)
+    os.chmod(SOCKET, 0o600)
+    lsock.listen(16)
+    sel.register(lsock, selectors.EVENT_READ, on_listener)
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    sel.register(wake_r, selectors.EVENT_READ, on_wakeup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    if "--serial" in sys.argv:
+        import termios
+        dev = sys.argv[sys.argv.index("--serial") + 1]
+        serial_in = os.open(dev, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        serial_out = os.open(dev, os.O_WRONLY | os.O_NOCTTY)
+        attrs = termios.tcgetattr(serial_in)
+        attrs[3] &= ~(termios.ECHO | termios.ECHONL)
+        termios.tcsetattr(serial_in, termios.TCSANOW, attrs)
+        sel.register(serial_in, selectors.EVENT_READ, on_serial)
+
+    with open(READY_FILE, "w", encoding="utf-8") as f:
+        f.write(f"{os.getpid()}\n")
+    log(f"ready in {time.monotonic() - t0:.1f} s: {len(PRELOADED)} modules preloaded, "
+        f"{len(sys.modules)} in memory; {SOCKET}")
+
+    while True:
+        timeout = None
+        if kill_at:
+            timeout = max(0.0, min(kill_at.values()) - time.monotonic())
+        for key, _ in sel.select(timeout):
+            key.data(key.fileobj)
+        now = time.monotonic()
+        for pid, deadline in list(kill_at.items()):
+            if deadline <= now:
+                del kill_at[pid]
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+if __name__ == "__main__":
+    main()
