@@ -472,11 +472,19 @@ impl Bridge {
         if self.state() != VmState::Ready {
             return Err(BridgeError::NotReady);
         }
+        let started = now_ms();
         let info = agent::deploy(&*self.inner.engine, name, tar)
             .await
             .map_err(BridgeError::Agent)?;
         self.refresh_apps().await?;
+        let deployed = now_ms();
         let stored = self.persist(Some((name, Some(tar)))).await;
+        log::info(&format!(
+            "deployed {name} ({} bytes) in {:.0} ms, saved the VM in {:.0} ms",
+            tar.len(),
+            deployed - started,
+            now_ms() - deployed
+        ));
         Ok(Deployed {
             info,
             stored_bytes: stored,

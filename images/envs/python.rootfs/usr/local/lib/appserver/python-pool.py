@@ -29,7 +29,9 @@ object on one line and reads one JSON line back; then the pool closes.
       after 5 s -> {"ok": true, "pid": N}
   {"op": "status"} -> {"ok": true, "apps": {"demo": {"pid", "port", "kind",
       "state": "starting" | "running" | "exited", "code", "signal",
-      "started": unix time, "ready_s": start-to-listening seconds}}}
+      "started": unix time, "ready_s": start-to-listening seconds,
+      "rss_kb", "pss_kb"}}, "pool": {"rss_kb", "pss_kb"},
+      "meminfo_kb": {"MemTotal", "MemFree", "MemAvailable"}}
   {"op": "proxy", "name": "demo", "port": 9001}   TEMPORARY, for
       images/python-test.mjs until the agent writes proxy snippets: writes
       /etc/nginx/apps/<name>.conf proxying /app/<name>/ to the port and
@@ -307,10 +309,29 @@ def run_child(req, ready_w):
 
 # --------------------------------------------------------------- the parent --
 
+def memory(pid="self"):
+    """kB figures of a process (Rss, Pss: shared pages divided among sharers)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            rows = dict(line.split(":", 1) for line in f if ":" in line)
+        return {k.lower() + "_kb": int(rows[k].split()[0]) for k in ("Rss", "Pss") if k in rows}
+    except OSError:
+        return {}
+
+
+def meminfo():
+    with open("/proc/meminfo", encoding="ascii") as f:
+        rows = dict(line.split(":", 1) for line in f)
+    return {k: int(rows[k].split()[0]) for k in ("MemTotal", "MemFree", "MemAvailable")}
+
+
 def app_status(name):
     a = apps[name]
-    return {k: a.get(k) for k in ("pid", "port", "kind", "dir", "state", "code", "signal",
-                                  "started", "ready_s", "log")}
+    st = {k: a.get(k) for k in ("pid", "port", "kind", "dir", "state", "code", "signal",
+                                "started", "ready_s", "log")}
+    if a["state"] != "exited":
+        st.update(memory(a["pid"]))
+    return st
 
 
 def start(req, reply):
@@ -440,7 +461,8 @@ def handle(line, reply):
         elif op == "stop":
             stop(req, reply)
         elif op == "status":
-            reply({"ok": True, "apps": {n: app_status(n) for n in apps}})
+            reply({"ok": True, "apps": {n: app_status(n) for n in apps},
+                   "pool": memory(), "meminfo_kb": meminfo()})
         elif op == "ping":
             reply({"ok": True, "pid": os.getpid(), "preloaded": PRELOADED, "failed": FAILED})
         elif op == "proxy":
