@@ -15,11 +15,18 @@ pub(crate) fn dir() -> PathBuf {
 
 /// A short hex hash over the contents of `paths` (files, or folders walked
 /// in sorted order), with each file's path relative to `root` mixed in.
-pub(crate) fn recipe_hash(root: &Path, paths: &[&str]) -> Result<String> {
+/// Files for which `skip` says true (given the path relative to `root`) are
+/// left out.
+pub(crate) fn recipe_hash(
+    root: &Path,
+    paths: &[&str],
+    skip: impl Fn(&Path) -> bool,
+) -> Result<String> {
     let mut files = Vec::new();
     for p in paths {
         collect(&root.join(p), &mut files)?;
     }
+    files.retain(|f| !skip(f.strip_prefix(root).unwrap_or(f)));
     files.sort();
     let mut hasher = Sha256::new();
     for file in files {
@@ -35,7 +42,7 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     if path.is_dir() {
         for entry in std::fs::read_dir(path)? {
             let entry = entry?;
-            if entry.file_name() == "node_modules" {
+            if entry.file_name() == "node_modules" || entry.file_name() == "__pycache__" {
                 continue;
             }
             collect(&entry.path(), out)?;

@@ -54,7 +54,7 @@ pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(format!("APPSERVER_IMAGE_{}", env.to_uppercase())) {
         return Ok(PathBuf::from(dir));
     }
-    let hash = cache::recipe_hash(&root(), RECIPE)?;
+    let hash = cache::recipe_hash(&root(), RECIPE, |path| other_env_file(path, env))?;
     let out = cache::dir().join("images").join(format!("{env}-{hash}"));
     if out.join("manifest.json").exists() {
         return Ok(out);
@@ -86,6 +86,18 @@ pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
     std::fs::write(&manifest, serde_json::to_string_pretty(&json)?)?;
     std::fs::rename(&staging, &out)?;
     Ok(out)
+}
+
+/// True for the files of another environment than `env`:
+/// `images/envs/<other>.*` and everything under them (`base` is everyone's).
+fn other_env_file(path: &Path, env: &str) -> bool {
+    let Ok(rest) = path.strip_prefix("images/envs") else {
+        return false;
+    };
+    let first = rest.components().next();
+    let name = first.map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let owner = name.as_deref().and_then(|n| n.split('.').next()).unwrap_or("");
+    owner != env && owner != "base"
 }
 
 /// Writes `disk.chunks`, the SHA-256 of each [`CHUNK_SIZE`] chunk of the
@@ -123,4 +135,26 @@ pub(crate) fn ensure_all() -> Result<Vec<(String, PathBuf)>> {
     ENVS.iter()
         .map(|env| Ok((env.to_string(), ensure(env)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::other_env_file;
+    use std::path::Path;
+
+    #[test]
+    fn files_of_other_environments_leave_the_recipe() {
+        let cases = [
+            ("images/envs/python.packages", "static", true),
+            ("images/envs/python.rootfs/etc/x", "static", true),
+            ("images/envs/python.rootfs/etc/x", "python", false),
+            ("images/envs/static.conf", "static", false),
+            ("images/envs/base.packages", "python", false),
+            ("images/build.sh", "python", false),
+            ("guest-agent/src/main.rs", "static", false),
+        ];
+        for (path, env, skipped) in cases {
+            assert_eq!(other_env_file(Path::new(path), env), skipped, "{path} for {env}");
+        }
+    }
 }
