@@ -96,7 +96,10 @@ fn other_env_file(path: &Path, env: &str) -> bool {
     };
     let first = rest.components().next();
     let name = first.map(|c| c.as_os_str().to_string_lossy().into_owned());
-    let owner = name.as_deref().and_then(|n| n.split('.').next()).unwrap_or("");
+    let owner = name
+        .as_deref()
+        .and_then(|n| n.split('.').next())
+        .unwrap_or("");
     owner != env && owner != "base"
 }
 
@@ -154,7 +157,11 @@ mod tests {
             ("guest-agent/src/main.rs", "static", false),
         ];
         for (path, env, skipped) in cases {
-            assert_eq!(other_env_file(Path::new(path), env), skipped, "{path} for {env}");
+            assert_eq!(
+                other_env_file(Path::new(path), env),
+                skipped,
+                "{path} for {env}"
+            );
         }
     }
 }
