@@ -6,6 +6,7 @@
 //! `cargo test`.
 
 pub mod chunks;
+pub mod detect;
 pub mod flow;
 pub mod frame;
 pub mod http1;
