@@ -15,8 +15,13 @@ use std::sync::Mutex;
 use appserver_proto::names::validate_app_name;
 use appserver_proto::tar::{EntryKind, TarReader};
 
+use appserver_proto::detect::Environment;
+use serde_json::{Map, Value};
+
 use crate::error::ApiError;
 use crate::nginx::Nginx;
+use crate::pool::Pool;
+use crate::runtime::{self, Meta, Settings};
 
 /// Serializes every change to the served apps and to nginx's configuration.
 static MUTATIONS: Mutex<()> = Mutex::new(());
@@ -33,6 +38,12 @@ pub struct Config {
     pub conf_dir: PathBuf,
     /// The nginx to test and reload; `None` skips that (host tests).
     pub nginx: Option<Nginx>,
+    /// The environment this VM is (`/etc/appserver/environment`).
+    pub environment: Environment,
+    /// The warm runtime pool, in environments that have one.
+    pub pool: Option<Pool>,
+    /// Where each app's stdout and stderr go (`<name>.log`).
+    pub log_dir: PathBuf,
 }
 
 /// What an app consists of.
@@ -67,7 +78,7 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Takes the mutation lock; a panic elsewhere does not make it unusable.
-fn lock() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn lock() -> std::sync::MutexGuard<'static, ()> {
     MUTATIONS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -196,11 +207,46 @@ pub fn location_block(cfg: &Config, name: &str) -> String {
     )
 }
 
-/// Deploys the tar stream `body` as app `name` (already validated) and
-/// returns what is now served. On error the previous version stays in place.
-pub fn deploy(cfg: &Config, name: &str, body: impl Read) -> Result<AppSummary, ApiError> {
+/// What a deploy did: the files, what they are and how they run.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// Files now served.
+    pub summary: AppSummary,
+    /// Detected kind, entry, port and settings.
+    pub meta: Meta,
+}
+
+impl Deployed {
+    /// The JSON answer: summary, meta and, for apps with a process, status.
+    pub fn to_json(&self, cfg: &Config) -> String {
+        let mut m = summary_map(&self.summary);
+        m.extend(self.meta.to_json());
+        if let Some(st) = runtime::statuses(cfg).remove(&self.summary.name) {
+            m.extend(st);
+        }
+        Value::Object(m).to_string()
+    }
+}
+
+fn summary_map(s: &AppSummary) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("name".into(), s.name.clone().into());
+    m.insert("files".into(), s.files.into());
+    m.insert("bytes".into(), s.bytes.into());
+    m
+}
+
+/// Deploys the tar stream `body` as app `name` (already validated) with
+/// `settings` (`None`: keep the previous deploy's) and returns what is now
+/// served. On error the previous version stays in place.
+pub fn deploy(
+    cfg: &Config,
+    name: &str,
+    body: impl Read,
+    settings: Option<Settings>,
+) -> Result<Deployed, ApiError> {
     let staging = scratch_path(cfg, "staging", name);
-    let result = stage(cfg, name, body, &staging);
+    let result = stage(cfg, name, body, &staging, settings);
     if result.is_err() {
         // Best effort: a leftover is also removed at the next start.
         let _ = remove_any(&staging);
@@ -214,7 +260,8 @@ fn stage(
     name: &str,
     body: impl Read,
     staging: &Path,
-) -> Result<AppSummary, ApiError> {
+    settings: Option<Settings>,
+) -> Result<Deployed, ApiError> {
     DirBuilder::new()
         .mode(0o755)
         .create(staging)
@@ -224,18 +271,57 @@ fn stage(
     if files == 0 {
         return Err(ApiError::Empty);
     }
+    let found = runtime::detect_dir(staging)?;
+    if !cfg.environment.can_run(found.kind) {
+        return Err(ApiError::WrongEnvironment {
+            what: format!("{} ({})", found.kind.label(), found.reason),
+            here: cfg.environment.id(),
+            needed: found.kind.environment().id(),
+        });
+    }
     let _guard = lock();
-    swap_in(cfg, name, staging)?;
-    Ok(AppSummary {
-        name: name.to_string(),
-        files,
-        bytes,
+    let old = runtime::load_meta(cfg, name);
+    let settings = settings.unwrap_or_else(|| {
+        old.as_ref()
+            .map(|m| Settings {
+                env: m.env.clone(),
+                ..Settings::default()
+            })
+            .unwrap_or_default()
+    });
+    let port = if found.kind.runtime() == appserver_proto::detect::Runtime::Static {
+        0
+    } else {
+        runtime::choose_port(cfg, name, settings.port)?
+    };
+    let meta = Meta::new(found, &settings, port);
+    // The old version's process goes first: the new one needs the port.
+    if old.as_ref().is_some_and(Meta::runs) {
+        runtime::stop(cfg, name)?;
+    }
+    let conf = if meta.runs() {
+        runtime::proxy_block(name, &meta)
+    } else {
+        location_block(cfg, name)
+    };
+    swap_in(cfg, name, staging, &conf)?;
+    runtime::save_meta(cfg, name, &meta)?;
+    if meta.runs() {
+        runtime::start(cfg, name, &meta)?;
+    }
+    Ok(Deployed {
+        summary: AppSummary {
+            name: name.to_string(),
+            files,
+            bytes,
+        },
+        meta,
     })
 }
 
 /// Renames `staging` to the app folder, writes its nginx snippet and reloads
 /// nginx; undoes the swap if nginx refuses the configuration.
-fn swap_in(cfg: &Config, name: &str, staging: &Path) -> Result<(), ApiError> {
+fn swap_in(cfg: &Config, name: &str, staging: &Path, wanted: &str) -> Result<(), ApiError> {
     let live = cfg.apps_dir.join(name);
     let trash = scratch_path(cfg, "trash", name);
     let had_old = match fs::rename(&live, &trash) {
@@ -254,10 +340,9 @@ fn swap_in(cfg: &Config, name: &str, staging: &Path) -> Result<(), ApiError> {
         return Err(internal("moving into place", &live, e));
     }
     let conf = cfg.conf_dir.join(format!("{name}.conf"));
-    let wanted = location_block(cfg, name);
     let old_conf = fs::read_to_string(&conf).ok();
-    let conf_changed = old_conf.as_deref() != Some(wanted.as_str());
-    let outcome = write_conf(&conf, &wanted).and_then(|()| match &cfg.nginx {
+    let conf_changed = old_conf.as_deref() != Some(wanted);
+    let outcome = write_conf(&conf, wanted).and_then(|()| match &cfg.nginx {
         Some(nginx) => nginx.apply(name, true, conf_changed),
         None => Ok(()),
     });
@@ -308,16 +393,110 @@ pub fn list(cfg: &Config) -> Result<Vec<AppSummary>, ApiError> {
     Ok(apps)
 }
 
+/// `{"apps":[...]}`: every app's files, settings and status.
+pub fn list_json(cfg: &Config) -> Result<String, ApiError> {
+    let apps = list(cfg)?;
+    let mut statuses = runtime::statuses(cfg);
+    let items: Vec<Value> = apps
+        .iter()
+        .map(|a| {
+            let mut m = summary_map(a);
+            m.extend(statuses.remove(&a.name).unwrap_or_else(static_status));
+            Value::Object(m)
+        })
+        .collect();
+    Ok(serde_json::json!({ "apps": items }).to_string())
+}
+
+/// Status of an app deployed before the agent kept settings: a static site.
+fn static_status() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("kind".into(), "static".into());
+    m.insert("state".into(), "static".into());
+    m
+}
+
+/// One app's files, settings and status.
+pub fn app_json(cfg: &Config, name: &str) -> Result<String, ApiError> {
+    let live = cfg.apps_dir.join(name);
+    if !live.is_dir() {
+        return Err(not_deployed(name));
+    }
+    let (files, bytes) = measure(&live).map_err(|e| internal("reading", &live, e))?;
+    let summary = AppSummary {
+        name: name.to_string(),
+        files,
+        bytes,
+    };
+    let mut m = summary_map(&summary);
+    m.extend(
+        runtime::statuses(cfg)
+            .remove(name)
+            .unwrap_or_else(static_status),
+    );
+    Ok(Value::Object(m).to_string())
+}
+
+fn not_deployed(name: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no app named {name:?} is deployed; GET /v1/apps lists the deployed apps"
+    ))
+}
+
+/// What `POST /v1/apps/<name>/<action>` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Start the app's process (no-op when it runs).
+    Start,
+    /// Stop it; the supervisor leaves it stopped.
+    Stop,
+    /// Stop, then start.
+    Restart,
+}
+
+/// Starts, stops or restarts app `name`, returning its status JSON.
+pub fn control(cfg: &Config, name: &str, action: Action) -> Result<String, ApiError> {
+    {
+        let _guard = lock();
+        if !cfg.apps_dir.join(name).is_dir() {
+            return Err(not_deployed(name));
+        }
+        let Some(mut meta) = runtime::load_meta(cfg, name).filter(Meta::runs) else {
+            return Err(ApiError::Conflict(format!(
+                "{name:?} is a static site served by nginx: it has no process to start or stop"
+            )));
+        };
+        meta.wanted = action != Action::Stop;
+        runtime::save_meta(cfg, name, &meta)?;
+        let running = runtime::statuses(cfg)
+            .get(name)
+            .and_then(|s| s["state"].as_str().map(str::to_string))
+            .is_some_and(|s| s == "running" || s == "starting");
+        match action {
+            Action::Stop => runtime::stop(cfg, name)?,
+            Action::Restart => {
+                runtime::stop(cfg, name)?;
+                runtime::start(cfg, name, &meta)?;
+            }
+            Action::Start if running => {}
+            Action::Start => runtime::start(cfg, name, &meta)?,
+        }
+    }
+    app_json(cfg, name)
+}
+
 /// Removes app `name` (already validated): its folder and its nginx snippet.
 pub fn delete(cfg: &Config, name: &str) -> Result<(), ApiError> {
     let _guard = lock();
     let live = cfg.apps_dir.join(name);
     let conf = cfg.conf_dir.join(format!("{name}.conf"));
     if !live.is_dir() && !conf.exists() {
-        return Err(ApiError::NotFound(format!(
-            "no app named {name:?} is deployed; GET /v1/apps lists the deployed apps"
-        )));
+        return Err(not_deployed(name));
     }
+    if runtime::load_meta(cfg, name).is_some_and(|m| m.runs()) {
+        runtime::stop(cfg, name)?;
+    }
+    runtime::remove_meta(cfg, name);
     let trash = scratch_path(cfg, "trash", name);
     match fs::rename(&live, &trash) {
         Ok(()) => {}
@@ -352,6 +531,9 @@ mod tests {
             apps_dir: root.join("apps"),
             conf_dir: root.join("conf"),
             nginx: None,
+            environment: appserver_proto::detect::Environment::Static,
+            pool: None,
+            log_dir: root.join("logs"),
         };
         clean_scratch(&cfg).unwrap();
         cfg
@@ -376,6 +558,7 @@ mod tests {
         let mut names: Vec<String> = fs::read_dir(&cfg.apps_dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".meta")
             .collect();
         names.sort();
         names
@@ -384,7 +567,12 @@ mod tests {
     #[test]
     fn deploy_list_redeploy_delete() {
         let cfg = temp_config("cycle");
-        let summary = deploy(&cfg, "demo", &site("v1")[..]).unwrap();
+        let deployed = deploy(&cfg, "demo", &site("v1")[..], None).unwrap();
+        assert_eq!(deployed.meta.kind, appserver_proto::detect::AppKind::Static);
+        let json = deployed.to_json(&cfg);
+        assert!(json.contains("\"kind\":\"static\""), "{json}");
+        assert!(json.contains("\"state\":\"static\""), "{json}");
+        let summary = deployed.summary;
         assert_eq!(
             summary,
             AppSummary {
@@ -403,9 +591,9 @@ mod tests {
         assert!(conf.contains("location /app/demo/ {"));
         assert!(conf.contains(&format!("alias {}/;", cfg.apps_dir.join("demo").display())));
 
-        deploy(&cfg, "demo", &site("version2")[..]).unwrap();
+        deploy(&cfg, "demo", &site("version2")[..], None).unwrap();
         assert_eq!(fs::read_to_string(&index).unwrap(), "version2");
-        deploy(&cfg, "other", &site("x")[..]).unwrap();
+        deploy(&cfg, "other", &site("x")[..], None).unwrap();
         let names: Vec<_> = list(&cfg).unwrap().into_iter().map(|a| a.name).collect();
         assert_eq!(names, ["demo", "other"]);
         assert_eq!(
@@ -434,7 +622,7 @@ mod tests {
     #[test]
     fn failed_upload_keeps_old_version() {
         let cfg = temp_config("keep");
-        deploy(&cfg, "demo", &site("v1")[..]).unwrap();
+        deploy(&cfg, "demo", &site("v1")[..], None).unwrap();
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (
                 archive(&[("ok.html", b'0', b"fine"), ("../evil", b'0', b"x")]),
@@ -457,7 +645,7 @@ mod tests {
             (site("truncated")[..700].to_vec(), "bad_archive"),
         ];
         for (tar, code) in cases {
-            let err = deploy(&cfg, "demo", &tar[..]).unwrap_err();
+            let err = deploy(&cfg, "demo", &tar[..], None).unwrap_err();
             assert_eq!(err.code(), code, "{err}");
             let index = cfg.apps_dir.join("demo/index.html");
             assert_eq!(fs::read_to_string(index).unwrap(), "v1");
@@ -468,6 +656,37 @@ mod tests {
             );
         }
         assert!(!cfg.apps_dir.parent().unwrap().join("evil").exists());
+        cleanup(&cfg);
+    }
+
+    #[test]
+    fn apps_this_environment_cannot_run_are_refused() {
+        let cfg = temp_config("wrongenv");
+        deploy(&cfg, "demo", &site("v1")[..], None).unwrap();
+        let flask = archive(&[(
+            "app.py",
+            b'0',
+            b"from flask import Flask\napp = Flask(__name__)\n",
+        )]);
+        let err = deploy(&cfg, "demo", &flask[..], None).unwrap_err();
+        assert_eq!(err.code(), "wrong_environment");
+        let message = err.to_string();
+        assert!(message.contains("Flask app"), "{message}");
+        assert!(message.contains("`python` environment"), "{message}");
+        let express = archive(&[
+            ("package.json", b'0', br#"{"dependencies":{"express":"4"}}"#),
+            ("server.js", b'0', b"require('express')"),
+        ]);
+        let err = deploy(&cfg, "api", &express[..], None).unwrap_err();
+        assert!(err.to_string().contains("`nodejs` environment"), "{err}");
+        let broken = archive(&[("package.json", b'0', b"{ not json")]);
+        assert_eq!(
+            deploy(&cfg, "api", &broken[..], None).unwrap_err().code(),
+            "undetected"
+        );
+        let index = cfg.apps_dir.join("demo/index.html");
+        assert_eq!(fs::read_to_string(index).unwrap(), "v1", "old version kept");
+        assert_eq!(only_app_dirs(&cfg), ["demo"]);
         cleanup(&cfg);
     }
 

@@ -47,6 +47,24 @@ pub enum ApiError {
         /// The methods the route supports.
         allow: &'static str,
     },
+    /// The upload is an app this environment cannot run.
+    WrongEnvironment {
+        /// What the upload is, e.g. `Flask app (app.py creates Flask)`.
+        what: String,
+        /// This VM's environment.
+        here: &'static str,
+        /// The environment that runs it.
+        needed: &'static str,
+    },
+    /// The upload looks like an app but cannot be started as it is.
+    Undetected(String),
+    /// The request body is not what the endpoint takes.
+    BadBody(String),
+    /// The operation conflicts with the app's state (e.g. a static site has
+    /// no process to start).
+    Conflict(String),
+    /// The environment's runtime pool did not answer or refused.
+    Runtime(String),
     /// A failure on the agent's side (file system, nginx).
     Internal(String),
 }
@@ -59,7 +77,11 @@ impl ApiError {
             | Self::BadName { .. }
             | Self::Archive(_)
             | Self::BadArchive(_)
-            | Self::Empty => 400,
+            | Self::Empty
+            | Self::BadBody(_) => 400,
+            Self::Conflict(_) => 409,
+            Self::WrongEnvironment { .. } | Self::Undetected(_) => 422,
+            Self::Runtime(_) => 503,
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::LengthRequired => 411,
@@ -80,6 +102,11 @@ impl ApiError {
             Self::LengthRequired => "length_required",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::WrongEnvironment { .. } => "wrong_environment",
+            Self::Undetected(_) => "undetected",
+            Self::BadBody(_) => "bad_body",
+            Self::Conflict(_) => "conflict",
+            Self::Runtime(_) => "runtime",
             Self::Internal(_) => "internal",
         }
     }
@@ -147,6 +174,15 @@ impl fmt::Display for ApiError {
             Self::MethodNotAllowed { method, allow } => {
                 write!(f, "method {method} is not allowed here; use {allow}")
             }
+            Self::WrongEnvironment { what, here, needed } => write!(
+                f,
+                "this is a {what}, which the `{here}` environment cannot run: load the \
+                 `{needed}` environment and deploy it there"
+            ),
+            Self::Undetected(why) => write!(f, "the app cannot be started: {why}"),
+            Self::BadBody(why) => write!(f, "{why}"),
+            Self::Conflict(why) => write!(f, "{why}"),
+            Self::Runtime(why) => write!(f, "the environment's runtime failed: {why}"),
             Self::Internal(why) => write!(f, "internal error: {why}"),
         }
     }

@@ -25,6 +25,8 @@ pub struct RequestHead {
     pub chunked: bool,
     /// True when the client sent `Expect: 100-continue`.
     pub expect_continue: bool,
+    /// The `X-Appserver-Config` header: an app's settings as JSON.
+    pub config: Option<String>,
 }
 
 /// Why a request head could not be parsed.
@@ -113,6 +115,7 @@ pub fn read_head(r: &mut impl BufRead) -> Result<RequestHead, HeadError> {
         content_length: None,
         chunked: false,
         expect_continue: false,
+        config: None,
     };
     for _ in 0..MAX_HEADERS {
         let line = read_line(r, &mut budget)?;
@@ -135,6 +138,8 @@ pub fn read_head(r: &mut impl BufRead) -> Result<RequestHead, HeadError> {
             head.content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = true;
+        } else if name.eq_ignore_ascii_case("x-appserver-config") {
+            head.config = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = value.eq_ignore_ascii_case("100-continue");
         }

@@ -173,31 +173,106 @@ fn route(
             }
             _ => Err(not_allowed("PUT")),
         },
-        "/v1/apps" | "/v1/apps/" => match head.method.as_str() {
-            "GET" => {
-                let apps = apps::list(cfg)?;
-                let items: Vec<String> = apps.iter().map(|a| a.to_json()).collect();
-                Ok(Response::ok(format!("{{\"apps\":[{}]}}", items.join(","))))
-            }
+        "/v1/status" => match head.method.as_str() {
+            "GET" => Ok(Response::ok(status_json(cfg))),
             _ => Err(not_allowed("GET")),
         },
-        path => match path.strip_prefix("/v1/apps/") {
-            Some(name) => match head.method.as_str() {
-                "PUT" => put_app(head, name, body, writer, cfg),
-                "DELETE" => {
-                    apps::check_name(name)?;
-                    apps::delete(cfg, name)?;
-                    let name = crate::http::json_string(name);
-                    Ok(Response::ok(format!("{{\"deleted\":{name}}}")))
+        "/v1/apps" | "/v1/apps/" => match head.method.as_str() {
+            "GET" => Ok(Response::ok(apps::list_json(cfg)?)),
+            _ => Err(not_allowed("GET")),
+        },
+        path => match path
+            .strip_prefix("/v1/apps/")
+            .map(|rest| rest.split_once('/'))
+        {
+            Some(None) => {
+                let name = &path["/v1/apps/".len()..];
+                match head.method.as_str() {
+                    "GET" => {
+                        apps::check_name(name)?;
+                        Ok(Response::ok(apps::app_json(cfg, name)?))
+                    }
+                    "PUT" => put_app(head, name, body, writer, cfg),
+                    "DELETE" => {
+                        apps::check_name(name)?;
+                        apps::delete(cfg, name)?;
+                        let name = crate::http::json_string(name);
+                        Ok(Response::ok(format!("{{\"deleted\":{name}}}")))
+                    }
+                    _ => Err(not_allowed("GET, PUT, DELETE")),
                 }
-                _ => Err(not_allowed("PUT, DELETE")),
-            },
-            None => Err(ApiError::NotFound(format!(
-                "no such endpoint {path:?}; the agent serves /v1/health, /v1/clock and \
-/v1/apps[/<name>]"
-            ))),
+            }
+            Some(Some((name, what))) => {
+                apps::check_name(name)?;
+                let action = match what {
+                    "start" => Some(apps::Action::Start),
+                    "stop" => Some(apps::Action::Stop),
+                    "restart" => Some(apps::Action::Restart),
+                    "logs" => None,
+                    _ => return Err(unknown(path)),
+                };
+                match (action, head.method.as_str()) {
+                    (Some(action), "POST") => Ok(Response::ok(apps::control(cfg, name, action)?)),
+                    (Some(_), _) => Err(not_allowed("POST")),
+                    (None, "GET") => logs(cfg, name),
+                    (None, _) => Err(not_allowed("GET")),
+                }
+            }
+            None => Err(unknown(path)),
         },
     }
+}
+
+fn unknown(path: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no such endpoint {path:?}; the agent serves /v1/health, /v1/status, /v1/clock, \
+/v1/apps[/<name>[/start|stop|restart|logs]]"
+    ))
+}
+
+/// `GET /v1/apps/<name>/logs`: the end of the app's stdout and stderr.
+fn logs(cfg: &Config, name: &str) -> Result<Response, ApiError> {
+    if !cfg.apps_dir.join(name).is_dir() {
+        return Err(ApiError::NotFound(format!(
+            "no app named {name:?} is deployed"
+        )));
+    }
+    let log =
+        crate::runtime::log_tail(cfg, name, crate::runtime::LOG_TAIL_BYTES).unwrap_or_default();
+    Ok(Response::ok(
+        serde_json::json!({ "name": name, "log": log }).to_string(),
+    ))
+}
+
+/// `GET /v1/status`: the environment, its pool and the VM's memory.
+fn status_json(cfg: &Config) -> String {
+    let pool = cfg.pool.as_ref().map(|p| match p.status() {
+        Ok((_, raw)) => serde_json::json!({ "ok": true, "pool": raw["pool"] }),
+        Err(e) => serde_json::json!({ "ok": false, "error": e.to_string() }),
+    });
+    serde_json::json!({
+        "environment": cfg.environment.id(),
+        "pool": pool,
+        "meminfo_kb": meminfo(),
+        "uptime_s": std::fs::read_to_string("/proc/uptime").ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok()),
+    })
+    .to_string()
+}
+
+/// MemTotal, MemFree and MemAvailable from /proc/meminfo, in kB.
+fn meminfo() -> serde_json::Value {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let pick = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    serde_json::json!({
+        "MemTotal": pick("MemTotal"),
+        "MemFree": pick("MemFree"),
+        "MemAvailable": pick("MemAvailable"),
+    })
 }
 
 /// `PUT /v1/apps/<name>`: checks the request, then deploys the body.
@@ -225,13 +300,18 @@ fn put_app(
             .and_then(|()| writer.flush())
             .map_err(|e| ApiError::Internal(format!("writing 100 Continue failed: {e}")))?;
     }
+    let settings = head
+        .config
+        .as_deref()
+        .map(crate::runtime::Settings::parse)
+        .transpose()?;
     let mut limited = body.take(len);
-    let result = apps::deploy(cfg, name, &mut limited);
+    let result = apps::deploy(cfg, name, &mut limited, settings);
     // Read what the archive reader did not need (tar end padding, or all of
     // the rest after an error) so the client finishes sending before it reads.
     let _ = io::copy(&mut limited, &mut io::sink());
-    let summary = result?;
-    Ok(Response::ok(summary.to_json()))
+    let deployed = result?;
+    Ok(Response::ok(deployed.to_json(cfg)))
 }
 
 #[cfg(test)]
@@ -245,6 +325,9 @@ mod tests {
             apps_dir: root.join("apps"),
             conf_dir: root.join("conf"),
             nginx: None,
+            environment: appserver_proto::detect::Environment::Static,
+            pool: None,
+            log_dir: root.join("logs"),
         };
         apps::clean_scratch(&cfg).unwrap();
         cfg
@@ -310,16 +393,51 @@ mod tests {
         .into_bytes();
         raw.extend_from_slice(&tar);
         let (status, body) = call(&cfg, &raw);
+        assert_eq!(status, 200, "{body}");
+        let app: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
-            (status, body.as_str()),
-            (200, "{\"name\":\"srv-demo\",\"files\":1,\"bytes\":5}")
+            (&app["name"], &app["files"], &app["bytes"], &app["kind"]),
+            (&"srv-demo".into(), &1.into(), &5.into(), &"static".into())
         );
         let (status, body) = call(&cfg, b"GET /v1/apps HTTP/1.1\r\n\r\n");
         assert_eq!(status, 200);
-        assert!(
-            body.contains("{\"name\":\"srv-demo\",\"files\":1,\"bytes\":5}"),
-            "{body}"
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(list["apps"][0], app, "{body}");
+        let (status, one) = call(&cfg, b"GET /v1/apps/srv-demo HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            (
+                status,
+                serde_json::from_str::<serde_json::Value>(&one).unwrap()
+            ),
+            (200, app)
         );
+        // A static site has no process; logs of an unknown app are a 404.
+        assert_eq!(
+            call(&cfg, b"POST /v1/apps/srv-demo/stop HTTP/1.1\r\n\r\n").0,
+            409
+        );
+        assert_eq!(
+            call(&cfg, b"GET /v1/apps/ghost/logs HTTP/1.1\r\n\r\n").0,
+            404
+        );
+        assert_eq!(
+            call(&cfg, b"GET /v1/apps/srv-demo/nope HTTP/1.1\r\n\r\n").0,
+            404
+        );
+        assert_eq!(
+            call(&cfg, b"GET /v1/apps/srv-demo/stop HTTP/1.1\r\n\r\n").0,
+            405
+        );
+        let bad_config = format!(
+            "PUT /v1/apps/srv-demo HTTP/1.1\r\nX-Appserver-Config: {{\"env\":{{\"1\":2}}}}\r\nContent-Length: {}\r\n\r\n",
+            tar.len()
+        );
+        let (status, body) = call(&cfg, &[bad_config.as_bytes(), &tar].concat());
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("bad_body"), "{body}");
+        let (status, body) = call(&cfg, b"GET /v1/status HTTP/1.1\r\n\r\n");
+        assert_eq!(status, 200);
+        assert!(body.contains("\"environment\":\"static\""), "{body}");
         let (status, body) = call(&cfg, b"DELETE /v1/apps/srv-demo HTTP/1.1\r\n\r\n");
         assert_eq!((status, body.as_str()), (200, "{\"deleted\":\"srv-demo\"}"));
         let _ = std::fs::remove_dir_all(cfg.apps_dir.parent().unwrap());
