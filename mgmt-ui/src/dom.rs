@@ -36,6 +36,13 @@ pub(crate) fn set_body_data(key: &str, value: &str) {
     }
 }
 
+/// Reloads the page.
+pub(crate) fn reload() {
+    if let Some(w) = web_sys::window() {
+        let _ = w.location().reload();
+    }
+}
+
 /// Sets a `<progress>` element's value and maximum.
 pub(crate) fn set_progress(id: &str, value: f64, max: f64) {
     if let Some(el) = by_id(id).and_then(|e| e.dyn_into::<web_sys::HtmlProgressElement>().ok()) {
@@ -74,6 +81,30 @@ fn listen<E: JsCast + 'static>(id: &str, event: &str, mut handler: impl FnMut(E)
 /// Calls `handler` when the element is clicked.
 pub(crate) fn on_click(id: &str, mut handler: impl FnMut() + 'static) {
     listen::<web_sys::Event>(id, "click", move |_| handler());
+}
+
+/// Calls `handler(action, app)` when a `<button data-action=.. data-app=..>`
+/// inside the element is clicked (one listener for a list that is redrawn).
+pub(crate) fn on_list_action(id: &str, handler: impl Fn(String, String) + 'static) {
+    listen::<web_sys::Event>(id, "click", move |event| {
+        let button = event
+            .target()
+            .and_then(|t| t.dyn_into::<Element>().ok())
+            .and_then(|t| t.closest("button[data-action]").ok().flatten());
+        if let Some(button) = button {
+            let action = button.get_attribute("data-action").unwrap_or_default();
+            let app = button.get_attribute("data-app").unwrap_or_default();
+            handler(action, app);
+        }
+    });
+}
+
+/// The value of a `<textarea>`.
+pub(crate) fn textarea_value(id: &str) -> String {
+    by_id(id)
+        .and_then(|e| e.dyn_into::<web_sys::HtmlTextAreaElement>().ok())
+        .map(|t| t.value())
+        .unwrap_or_default()
 }
 
 /// Calls `handler` with the input's value as the user types.
@@ -177,32 +208,74 @@ pub(crate) fn render_apps(apps: &[AppInfo]) {
     let Some(list) = by_id("apps") else { return };
     list.set_text_content(None);
     let doc = document();
+    let add = |parent: &Element, tag: &str, text: &str| -> Option<Element> {
+        let el = doc.create_element(tag).ok()?;
+        el.set_text_content(Some(text));
+        parent.append_child(&el).ok()?;
+        Some(el)
+    };
     for app in apps {
-        let (Ok(item), Ok(link)) = (doc.create_element("li"), doc.create_element("a")) else {
+        let Ok(item) = doc.create_element("li") else {
             continue;
         };
-        let url = format!("/app/{}/", app.name);
-        let _ = link.set_attribute("href", &url);
-        let _ = link.set_attribute("target", "_blank");
-        link.set_text_content(Some(&url));
         let _ = item.set_attribute("data-app", &app.name);
-        let label = doc.create_element("strong").ok();
-        if let Some(label) = &label {
-            label.set_text_content(Some(&app.name));
-            let _ = item.append_child(label);
+        let _ = item.set_attribute("data-state", &app.state);
+        let _ = item.set_attribute("data-kind", &app.kind);
+        if let Some(dot) = add(&item, "i", "") {
+            let _ = dot.set_attribute("class", "dot");
+            let _ = dot.set_attribute("title", &app.state);
         }
-        let _ = item.append_child(&link);
-        let meta = doc.create_element("span").ok();
-        if let Some(meta) = &meta {
-            meta.set_text_content(Some(&format!("{} files, {} bytes", app.files, app.bytes)));
-            let _ = item.append_child(meta);
+        add(&item, "strong", &app.name);
+        let url = format!("/app/{}/", app.name);
+        if let Some(link) = add(&item, "a", &url) {
+            let _ = link.set_attribute("href", &url);
+            let _ = link.set_attribute("target", "_blank");
+        }
+        let mut facts = vec![if app.kind_label.is_empty() {
+            "static site".to_string()
+        } else {
+            app.kind_label.clone()
+        }];
+        if app.state != "static" && !app.state.is_empty() {
+            facts.push(app.state.clone());
+        }
+        if let Some(port) = app.port {
+            facts.push(format!("port {port}"));
+        }
+        if let Some(kb) = app.rss_kb {
+            facts.push(format!("{:.1} MiB", kb as f64 / 1024.0));
+        }
+        if app.restarts > 0 {
+            facts.push(format!("{} restarts", app.restarts));
+        }
+        facts.push(format!("{} files, {} bytes", app.files, app.bytes));
+        if let Some(meta) = add(&item, "span", &facts.join(" · ")) {
+            let _ = meta.set_attribute("class", "facts");
+        }
+        if app.port.is_some() {
+            let running = app.state == "running" || app.state == "starting";
+            let buttons: &[(&str, &str)] = if running {
+                &[("restart", "Restart"), ("stop", "Stop"), ("logs", "Logs")]
+            } else {
+                &[("start", "Start"), ("logs", "Logs")]
+            };
+            for (action, label) in buttons {
+                if let Some(b) = add(&item, "button", label) {
+                    let _ = b.set_attribute("type", "button");
+                    let _ = b.set_attribute("class", "small");
+                    let _ = b.set_attribute("data-action", action);
+                    let _ = b.set_attribute("data-app", &app.name);
+                }
+            }
+        }
+        if let Some(error) = &app.error {
+            if let Some(pre) = add(&item, "pre", error) {
+                let _ = pre.set_attribute("class", "app-error");
+            }
         }
         let _ = list.append_child(&item);
     }
     if apps.is_empty() {
-        if let Ok(item) = doc.create_element("li") {
-            item.set_text_content(Some("No apps deployed yet."));
-            let _ = list.append_child(&item);
-        }
+        add(&list, "li", "No apps deployed yet.");
     }
 }

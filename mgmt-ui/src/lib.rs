@@ -23,14 +23,22 @@ struct Environment {
     base_url: &'static str,
 }
 
-const ENVIRONMENTS: &[Environment] = &[Environment {
-    id: "static",
-    base_url: "/images/static/",
-}];
+const ENVIRONMENTS: &[Environment] = &[
+    Environment {
+        id: "static",
+        base_url: "/images/static/",
+    },
+    Environment {
+        id: "python",
+        base_url: "/images/python/",
+    },
+];
 
 struct Page {
     bridge: Bridge,
     upload: RefCell<Option<Upload>>,
+    /// True while an app is starting or restarting.
+    changing: std::cell::Cell<bool>,
 }
 
 /// Starts the page: connects the bridge to the service worker and wires the
@@ -42,6 +50,7 @@ pub fn start() {
     let page = Rc::new(Page {
         bridge: bridge.clone(),
         upload: RefCell::new(None),
+        changing: std::cell::Cell::new(false),
     });
     bridge.on_state(show_state);
     show_state(&bridge.state());
@@ -108,7 +117,18 @@ fn wire_environments(page: &Rc<Page>) {
 }
 
 async fn load(page: Rc<Page>, env: &'static Environment) {
+    // One VM per page: another environment is loaded from a fresh page, and
+    // each environment keeps its own saved VM and apps for when it comes back.
+    let loaded = page.bridge.state() != VmState::Unloaded;
+    let current = dom::local_storage_get(LAST_ENV_KEY);
     dom::local_storage_set(LAST_ENV_KEY, env.id);
+    if loaded {
+        if current.as_deref() != Some(env.id) {
+            dom::reload();
+        }
+        return;
+    }
+    dom::set_body_data("environment", env.id);
     if let Err(e) = page.bridge.load(env.id, env.base_url).await {
         set_text("load-status", &format!("Failed: {e}"));
         return;
@@ -119,6 +139,20 @@ async fn load(page: Rc<Page>, env: &'static Environment) {
         }
         refresh_apps(&page).await;
         show_storage().await;
+        watch_apps(page).await;
+    }
+}
+
+/// Keeps the app list current: app processes change state on their own
+/// (a crash, a restart). Looks every 2 s while an app is changing, else
+/// every 15 s.
+async fn watch_apps(page: Rc<Page>) {
+    loop {
+        let changing = page.changing.get();
+        vm_bridge::timer::sleep(if changing { 2_000 } else { 15_000 }).await;
+        if page.bridge.state() == VmState::Ready {
+            refresh_apps(&page).await;
+        }
     }
 }
 
@@ -185,11 +219,65 @@ fn wire_deploy(page: &Rc<Page>) {
             });
         });
     }
-    let page = page.clone();
-    dom::on_click("deploy-button", move || {
+    {
         let page = page.clone();
-        spawn_local(async move { deploy(&page).await });
+        dom::on_click("deploy-button", move || {
+            let page = page.clone();
+            spawn_local(async move { deploy(&page).await });
+        });
+    }
+    let page = page.clone();
+    dom::on_list_action("apps", move |action, app| {
+        let page = page.clone();
+        spawn_local(async move { app_action(&page, &action, &app).await });
     });
+}
+
+/// A button in the app list: start, stop, restart, or show the logs.
+async fn app_action(page: &Page, action: &str, app: &str) {
+    let control = match action {
+        "start" => vm_bridge::agent::Action::Start,
+        "stop" => vm_bridge::agent::Action::Stop,
+        "restart" => vm_bridge::agent::Action::Restart,
+        "logs" => return show_logs(page, app).await,
+        _ => return,
+    };
+    set_text("apps-error", &format!("{action}: {app}…"));
+    match page.bridge.control(app, control).await {
+        Ok(info) => set_text("apps-error", &format!("{app} is {}", info.state)),
+        Err(e) => set_text("apps-error", &format!("{action} {app} failed: {e}")),
+    }
+    refresh_apps(page).await;
+}
+
+async fn show_logs(page: &Page, app: &str) {
+    set_text("logs-title", &format!("Output of {app}"));
+    dom::set_data("logs", "app", app);
+    match page.bridge.logs(app).await {
+        Ok(text) if text.is_empty() => set_text("logs", "(no output yet)"),
+        Ok(text) => set_text("logs", &text),
+        Err(e) => set_text("logs", &format!("Reading the logs failed: {e}")),
+    }
+}
+
+/// The deploy form's environment variables (`KEY=value` per line) as the
+/// agent's settings JSON.
+fn settings_json(text: &str) -> Result<String, String> {
+    let mut env = serde_json::Map::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "environment variables, line {}: write KEY=value",
+                n + 1
+            ));
+        };
+        env.insert(key.trim().to_string(), value.trim().into());
+    }
+    Ok(serde_json::json!({ "env": env }).to_string())
 }
 
 async fn deploy(page: &Page) {
@@ -200,13 +288,19 @@ async fn deploy(page: &Page) {
     let Some(upload) = page.upload.borrow().clone() else {
         return report_deploy("error", "Pick or drop a folder to deploy first.");
     };
+    let config = match settings_json(&dom::textarea_value("app-env")) {
+        Ok(c) => c,
+        Err(e) => return report_deploy("error", &e),
+    };
+    dom::set_data("deploy-status", "kind", "");
+    dom::set_data("deploy-status", "appState", "");
     report_deploy("working", &format!("Packing {}…", upload.summary()));
     let tar = match upload.to_tar().await {
         Ok(tar) => tar,
         Err(e) => return report_deploy("error", &e),
     };
     report_deploy("working", &format!("Deploying {name}…"));
-    match page.bridge.deploy(&name, &tar).await {
+    match page.bridge.deploy(&name, &tar, Some(&config)).await {
         Ok(deployed) => {
             let info = &deployed.info;
             let kept = match &deployed.stored_bytes {
@@ -221,10 +315,26 @@ async fn deploy(page: &Page) {
                     Err(_) => "0".into(),
                 },
             );
+            let how = match info.port {
+                Some(port) => format!(
+                    " {} ({}): runs {} like `{}` on port {port}, {}.",
+                    info.kind_label, info.reason, info.entry, info.command, info.state
+                ),
+                None => format!(" {} ({}).", info.kind_label, info.reason),
+            };
+            let failed = info.state == "error" || info.state == "restarting";
+            let error = info
+                .error
+                .as_deref()
+                .filter(|_| failed)
+                .map(|e| format!(" It did not start: {e}"))
+                .unwrap_or_default();
+            dom::set_data("deploy-status", "kind", &info.kind);
+            dom::set_data("deploy-status", "appState", &info.state);
             report_deploy(
-                "done",
+                if failed { "failed-start" } else { "done" },
                 &format!(
-                    "Deployed {} ({} files, {} bytes) at /app/{}/. {kept}",
+                    "Deployed {} ({} files, {} bytes) at /app/{}/.{how}{error} {kept}",
                     info.name, info.files, info.bytes, info.name
                 ),
             );
@@ -242,7 +352,13 @@ fn report_deploy(state: &str, text: &str) {
 
 async fn refresh_apps(page: &Page) {
     match page.bridge.refresh_apps().await {
-        Ok(apps) => dom::render_apps(&apps),
+        Ok(apps) => {
+            let changing = apps
+                .iter()
+                .any(|a| a.state == "starting" || a.state == "restarting");
+            page.changing.set(changing);
+            dom::render_apps(&apps);
+        }
         Err(e) => set_text("apps-error", &format!("Listing apps failed: {e}")),
     }
 }

@@ -24,6 +24,45 @@ pub struct AppInfo {
     pub files: u64,
     /// Total bytes of its files.
     pub bytes: u64,
+    /// Detected kind id: `static`, `express`, `node`, `next`, `flask`,
+    /// `fastapi`, `django`, `wsgi`, `asgi`.
+    #[serde(default)]
+    pub kind: String,
+    /// The kind for people (`Flask app`).
+    #[serde(default)]
+    pub kind_label: String,
+    /// What the runtime loads (`app:app`, `server.js`).
+    #[serde(default)]
+    pub entry: String,
+    /// The equivalent start command.
+    #[serde(default)]
+    pub command: String,
+    /// Which file decided the kind.
+    #[serde(default)]
+    pub reason: String,
+    /// The port the app listens on in the guest (apps with a process).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `static`, `starting`, `running`, `restarting`, `stopped`, `error`.
+    #[serde(default)]
+    pub state: String,
+    /// How the last run ended, with the end of its output.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Restarts after crashes since the deploy.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Resident memory of its process, in kB.
+    #[serde(default)]
+    pub rss_kb: Option<u64>,
+    /// User-defined environment variables.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Logs {
+    log: String,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +133,17 @@ async fn call(
     path: &str,
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), AgentError> {
+    call_with(engine, method, path, &[], body).await
+}
+
+/// [`call`] with extra request headers.
+async fn call_with(
+    engine: &dyn Engine,
+    method: &str,
+    path: &str,
+    headers: &[appserver_proto::frame::Header],
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), AgentError> {
     let work = async {
         let mut conn = engine
             .connect(AGENT_PORT)
@@ -104,7 +154,8 @@ async fn call(
         } else {
             Some(body.len() as u64)
         };
-        conn.writer.write(&request_head(method, path, &[], "", len));
+        conn.writer
+            .write(&request_head(method, path, headers, "", len));
         if !body.is_empty() {
             conn.writer.write(body);
         }
@@ -163,8 +214,65 @@ pub async fn list_apps(engine: &dyn Engine) -> Result<Vec<AppInfo>, AgentError> 
 }
 
 /// Deploys a tar archive as app `name`, replacing any previous version.
-pub async fn deploy(engine: &dyn Engine, name: &str, tar: &[u8]) -> Result<AppInfo, AgentError> {
-    let (status, body) = call(engine, "PUT", &format!("/v1/apps/{name}"), tar).await?;
+/// `config` is the app's settings as JSON (`{"env":{..}}`); `None` keeps the
+/// previous deploy's.
+pub async fn deploy(
+    engine: &dyn Engine,
+    name: &str,
+    tar: &[u8],
+    config: Option<&str>,
+) -> Result<AppInfo, AgentError> {
+    let headers: Vec<appserver_proto::frame::Header> = config
+        .map(|c| ("X-Appserver-Config".to_string(), c.as_bytes().to_vec()))
+        .into_iter()
+        .collect();
+    let path = format!("/v1/apps/{name}");
+    let (status, body) = call_with(engine, "PUT", &path, &headers, tar).await?;
+    json(status, &body)
+}
+
+/// What [`control`] does to an app's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Start it (nothing when it runs).
+    Start,
+    /// Stop it and keep it stopped.
+    Stop,
+    /// Stop and start it.
+    Restart,
+}
+
+impl Action {
+    /// The word in the API path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+        }
+    }
+}
+
+/// Starts, stops or restarts app `name`'s process.
+pub async fn control(
+    engine: &dyn Engine,
+    name: &str,
+    action: Action,
+) -> Result<AppInfo, AgentError> {
+    let path = format!("/v1/apps/{name}/{}", action.as_str());
+    let (status, body) = call(engine, "POST", &path, &[]).await?;
+    json(status, &body)
+}
+
+/// The end of app `name`'s stdout and stderr.
+pub async fn logs(engine: &dyn Engine, name: &str) -> Result<String, AgentError> {
+    let (status, body) = call(engine, "GET", &format!("/v1/apps/{name}/logs"), &[]).await?;
+    json::<Logs>(status, &body).map(|l| l.log)
+}
+
+/// The environment, its pool and the VM's memory, as the agent reports them.
+pub async fn status(engine: &dyn Engine) -> Result<serde_json::Value, AgentError> {
+    let (status, body) = call(engine, "GET", "/v1/status", &[]).await?;
     json(status, &body)
 }
 

@@ -10,7 +10,7 @@ use crate::agent::{self, AgentError, AppInfo};
 use crate::engine::{ConnEvent, Engine, EngineEvent, StartFrom};
 use crate::image::{ImageSpec, Manifest};
 use crate::log;
-use crate::store::{decompress, Store};
+use crate::store::{decompress, Store, StoredApp};
 use crate::timer::{now_ms, sleep, timeout};
 use appserver_proto::flow::SendWindow;
 use appserver_proto::frame::{Envelope, Frame, RequestHead, ResetCode};
@@ -403,8 +403,8 @@ impl Bridge {
             Err(e) => return log::error(&e.to_string()),
         };
         let mut replayed = false;
-        for (name, archive) in stored.iter().filter(|(n, _)| !present.contains(n)) {
-            match agent::deploy(&*self.inner.engine, name, archive).await {
+        for (name, archive, config) in stored.iter().filter(|(n, _, _)| !present.contains(n)) {
+            match agent::deploy(&*self.inner.engine, name, archive, config.as_deref()).await {
                 Ok(_) => replayed = true,
                 Err(e) => log::error(&format!("redeploying {name} failed: {e}")),
             }
@@ -425,7 +425,10 @@ impl Bridge {
 
     /// Saves the machine's state, and with it one app's archive (or its
     /// removal), so both survive a reload. Returns the stored bytes.
-    async fn persist(&self, app: Option<(&str, Option<&[u8]>)>) -> Result<f64, BridgeError> {
+    async fn persist(
+        &self,
+        app: Option<(&str, Option<StoredApp<'_>>)>,
+    ) -> Result<f64, BridgeError> {
         let (Some(store), Some((env, spec))) = (self.store(), self.inner.env.borrow().clone())
         else {
             return Err(BridgeError::Store("browser storage is unavailable".into()));
@@ -466,19 +469,29 @@ impl Bridge {
         self.send(0, Frame::Apps(names));
     }
 
-    /// Deploys a tar archive as app `name`, refreshes the app list and saves
-    /// the machine so the app survives a reload.
-    pub async fn deploy(&self, name: &str, tar: &[u8]) -> Result<Deployed, BridgeError> {
+    /// Deploys a tar archive as app `name` with settings `config` (JSON, see
+    /// [`agent::deploy`]), refreshes the app list and saves the machine so
+    /// the app survives a reload.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        tar: &[u8],
+        config: Option<&str>,
+    ) -> Result<Deployed, BridgeError> {
         if self.state() != VmState::Ready {
             return Err(BridgeError::NotReady);
         }
         let started = now_ms();
-        let info = agent::deploy(&*self.inner.engine, name, tar)
+        let info = agent::deploy(&*self.inner.engine, name, tar, config)
             .await
             .map_err(BridgeError::Agent)?;
         self.refresh_apps().await?;
         let deployed = now_ms();
-        let stored = self.persist(Some((name, Some(tar)))).await;
+        let stored_app = StoredApp {
+            archive: tar,
+            config,
+        };
+        let stored = self.persist(Some((name, Some(stored_app)))).await;
         log::info(&format!(
             "deployed {name} ({} bytes) in {:.0} ms, saved the VM in {:.0} ms",
             tar.len(),
@@ -501,6 +514,29 @@ impl Bridge {
             .map_err(BridgeError::Agent)?;
         self.refresh_apps().await?;
         self.persist(Some((name, None))).await.map(|_| ())
+    }
+
+    /// Starts, stops or restarts app `name`'s process, and saves the machine
+    /// so a reload finds it in the same state.
+    pub async fn control(&self, name: &str, action: agent::Action) -> Result<AppInfo, BridgeError> {
+        if self.state() != VmState::Ready {
+            return Err(BridgeError::NotReady);
+        }
+        let info = agent::control(&*self.inner.engine, name, action)
+            .await
+            .map_err(BridgeError::Agent)?;
+        self.persist(None).await?;
+        Ok(info)
+    }
+
+    /// The end of app `name`'s output.
+    pub async fn logs(&self, name: &str) -> Result<String, BridgeError> {
+        if self.state() != VmState::Ready {
+            return Err(BridgeError::NotReady);
+        }
+        agent::logs(&*self.inner.engine, name)
+            .await
+            .map_err(BridgeError::Agent)
     }
 
     /// Reads the app list from the agent, with sizes.

@@ -116,7 +116,7 @@ impl Store {
         env: &str,
         image_version: &str,
         state: &js_sys::ArrayBuffer,
-        app: Option<(&str, Option<&[u8]>)>,
+        app: Option<(&str, Option<StoredApp<'_>>)>,
     ) -> Result<f64, StoreError> {
         let blob = compress(state).await?;
         let size = blob.size();
@@ -140,8 +140,13 @@ impl Store {
             let apps = tx.object_store(APPS).map_err(err("saving"))?;
             let key = JsValue::from_str(&format!("{env}/{name}"));
             match archive {
-                Some(bytes) => {
-                    let value = js_sys::Uint8Array::from(bytes);
+                Some(stored) => {
+                    let value = js_sys::Object::new();
+                    let archive = js_sys::Uint8Array::from(stored.archive);
+                    let _ = js_sys::Reflect::set(&value, &"archive".into(), &archive);
+                    if let Some(config) = stored.config {
+                        let _ = js_sys::Reflect::set(&value, &"config".into(), &config.into());
+                    }
                     apps.put(&value, Some(&key))
                         .map_err(err("saving the app"))?
                         .await
@@ -181,8 +186,11 @@ impl Store {
         Ok(())
     }
 
-    /// Every stored app archive of `env`, as (name, archive).
-    pub async fn apps(&self, env: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// Every stored app of `env`, as (name, archive, settings JSON).
+    pub async fn apps(
+        &self,
+        env: &str,
+    ) -> Result<Vec<(String, Vec<u8>, Option<String>)>, StoreError> {
         let tx = self
             .db
             .transaction(&[APPS], TransactionMode::ReadOnly)
@@ -207,12 +215,27 @@ impl Store {
                 .map_err(err("reading an app"))?
                 .await
                 .map_err(err("reading an app"))?;
-            if let Some(value) = value {
-                out.push((name, js_sys::Uint8Array::new(&value).to_vec()));
+            let Some(value) = value else { continue };
+            // Records of earlier versions are the bare archive.
+            if value.is_instance_of::<js_sys::Uint8Array>() {
+                out.push((name, js_sys::Uint8Array::new(&value).to_vec(), None));
+            } else {
+                let get = |k: &str| js_sys::Reflect::get(&value, &k.into()).unwrap_or_default();
+                let archive = js_sys::Uint8Array::new(&get("archive")).to_vec();
+                out.push((name, archive, get("config").as_string()));
             }
         }
         Ok(out)
     }
+}
+
+/// One app as kept for replaying it: its archive and its settings.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredApp<'a> {
+    /// The tar archive deployed.
+    pub archive: &'a [u8],
+    /// Its settings JSON (`X-Appserver-Config`), if any were given.
+    pub config: Option<&'a str>,
 }
 
 /// Pipes `input` through a (de)compression stream into a Blob.
