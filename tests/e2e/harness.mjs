@@ -78,28 +78,59 @@ export async function vmState(page) {
 
 /** Clicks Load on the static environment and waits for ready. */
 export async function loadStatic(page) {
-  await page.click("#load-static");
+  await loadEnvironment(page, "static");
+}
+
+/** Clicks Load on environment `id` and waits for ready. */
+export async function loadEnvironment(page, id) {
+  await page.click(`#load-${id}`);
+  await waitReady(page);
+}
+
+/** Waits until the page's VM is ready. */
+export async function waitReady(page) {
   await page.waitForFunction(() => document.body.dataset.vmState === "ready", null, {
     timeout: BOOT_TIMEOUT_MS,
   });
 }
 
-/** Deploys `dir` as app `name` through the page's folder picker. */
-export async function deployFolder(page, name, dir) {
+/**
+ * Deploys `dir` as app `name` through the page's folder picker, with the
+ * environment variables `env` (text, KEY=value lines). Resolves with the
+ * outcome's state (`done`, `error`, or `failed-start` for an app that was
+ * deployed but did not start), the message, the detected kind and the
+ * app's state, and how long the deploy took in the page.
+ */
+export async function deployFolder(page, name, dir, env = "") {
   // Forget the previous outcome, so the wait below sees this deploy's.
   await page.$eval("#deploy-status", (el) => { el.dataset.state = "pending"; });
   await page.fill("#app-name", name);
+  await page.fill("#app-env", env);
   await page.setInputFiles("#folder-input", dir);
+  const started = Date.now();
   await page.click("#deploy-button");
   await page.waitForFunction(
-    () => ["done", "error"].includes(document.getElementById("deploy-status").dataset.state),
+    () => ["done", "error", "failed-start"].includes(document.getElementById("deploy-status").dataset.state),
     null,
-    { timeout: 120_000 },
+    { timeout: 240_000 },
   );
-  return page.evaluate(() => {
+  const ms = Date.now() - started;
+  return page.evaluate((ms) => {
     const el = document.getElementById("deploy-status");
-    return { state: el.dataset.state, text: el.textContent };
-  });
+    return { state: el.dataset.state, text: el.textContent, kind: el.dataset.kind, appState: el.dataset.appState, ms };
+  }, ms);
+}
+
+/** The app list as the page shows it: name -> {state, kind, text}. */
+export async function listedApps(page) {
+  return page.$$eval("#apps li[data-app]", (items) => Object.fromEntries(items.map((i) => [
+    i.dataset.app, { state: i.dataset.state, kind: i.dataset.kind, text: i.textContent },
+  ])));
+}
+
+/** The path of a fixture folder. */
+export function fixture(path) {
+  return join(FIXTURES, path);
 }
 
 /** Fetches `url` from inside the page (through the service worker). */
