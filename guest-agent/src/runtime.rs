@@ -453,9 +453,16 @@ pub fn start(cfg: &Config, name: &str, meta: &Meta) -> Result<(), ApiError> {
     match pool.start(&start_request(cfg, name, meta, &env, true), START_TIMEOUT) {
         Ok(_) => Ok(()),
         Err(ApiError::Runtime(why)) if why.contains("exited") => {
+            // The pool's status says how it ended (code or signal).
+            let ending = pool
+                .status()
+                .ok()
+                .and_then(|(apps, _)| apps.into_iter().find(|(n, _)| n == name))
+                .map(|(_, p)| p.ending())
+                .unwrap_or(why);
             let mut runs = lock_runs();
             let run = runs.entry(name.to_string()).or_default();
-            record_crash(run, crash_report(cfg, name, &why));
+            record_crash(run, crash_report(cfg, name, &ending));
             Ok(())
         }
         Err(e) => Err(e),

@@ -21,23 +21,33 @@ object on one line and reads one JSON line back; then the pool closes.
       kind: auto | wsgi | asgi | django. entry: "module:attribute" (default:
       found from the files, see find_app). prefix: the URL prefix the app is
       served under, default /app/<name>. log: the file its stdout and stderr
-      go to, default /var/log/appserver/<name>.log. "access_log": true logs
-      every request there too (off by default: it doubles the server's time
-      per request in v86). With "wait": true the answer comes once the app
-      listens (or has exited).
+      go to, default /var/log/appserver/<name>.log (see "Logs" below).
+      "access_log": true logs every request there too (off by default: it
+      doubles the server's time per request in v86). With "wait": true the
+      answer comes once the app listens (or has exited).
       -> {"ok": true, "pid": N, "state": "starting" | "running"}
-      -> {"ok": false, "error": "...", "state": "exited", "code": 1}
+      -> {"ok": false, "error": "...", "state": "exited", "code": 1,
+          "signal": null, "ended": unix time}
   {"op": "stop", "name": "demo"}   SIGTERM to the app's process group, SIGKILL
       after 5 s -> {"ok": true, "pid": N}
   {"op": "status"} -> {"ok": true, "apps": {"demo": {"pid", "port", "kind",
-      "state": "starting" | "running" | "exited", "code", "signal",
+      "dir", "log", "state": "starting" | "running" | "exited",
       "started": unix time, "ready_s": start-to-listening seconds,
-      "rss_kb", "pss_kb"}}, "pool": {"rss_kb", "pss_kb"},
+      "code": exit status or null, "signal": number of the signal that
+      ended it or null, "ended": unix time or null (all three are set once
+      the state is "exited"; code and signal exclude each other),
+      "rss_kb", "pss_kb" (not for exited apps)}}, "pool": {"rss_kb", "pss_kb"},
       "meminfo_kb": {"MemTotal", "MemFree", "MemAvailable"}}
   {"op": "proxy", "name": "demo", "port": 9001}   TEMPORARY, for
       images/python-test.mjs until the agent writes proxy snippets: writes
       /etc/nginx/apps/<name>.conf proxying /app/<name>/ to the port and
       reloads nginx -> {"ok": true}
+
+Logs: every "start" first renames the app's log to <log>.1 (replacing the
+one before), then the new run writes a fresh file from its first line: the
+log always shows the current run, and <log>.1 the previous one (a crash
+before a redeploy stays readable). The pool appends a last line when the app
+ends: "[pool] <name> exited with code N" or "... killed by signal N (SIGTERM)".
 
 The app sees its URL prefix: SCRIPT_NAME for WSGI, root_path for ASGI, with
 the prefix taken off the path when nginx passes the full URI.
@@ -112,6 +122,16 @@ def preload():
         except Exception as e:  # noqa: BLE001 (report, do not die)
             failed[name] = f"{type(e).__name__}: {e}"
     return preloaded, failed
+
+
+def compat():
+    """Debian pairs FastAPI 0.92 with Starlette 0.26, whose url_for returns a
+    URL object instead of the str FastAPI 0.92 was written for; its JSON
+    encoder then writes {"_url": "..."}. Encode a URL as its string, as
+    later FastAPI versions (and url_for before 0.26) do."""
+    from pydantic.json import ENCODERS_BY_TYPE
+    from starlette.datastructures import URL
+    ENCODERS_BY_TYPE.setdefault(URL, str)
 
 
 def warm_up():
@@ -241,31 +261,27 @@ def asgi_with_prefix(app, prefix):
     return wrapped
 
 
-def run_child(req, ready_w):
+def run_child(req, ready_w, log_fd):
     """In the forked child: become the app. Never returns."""
     code = 1
     try:
-        # Keep only stdio and the ready pipe (as fd 3): the pool's socket, its
-        # clients, the serial line and other apps' pipes are the parent's.
-        # (The Python objects owning those fds are never finalized here: this
-        # function never returns.)
+        os.setsid()
+        # stdout and stderr to the log the parent opened (fresh for this run),
+        # stdin from /dev/null. Then keep only those and the ready pipe (as fd
+        # 3): the pool's socket, its clients, the serial line and other apps'
+        # pipes are the parent's. (The Python objects owning those fds are
+        # never finalized here: this function never returns.)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
         if ready_w != 3:
             os.dup2(ready_w, 3)
             ready_w = 3
         os.closerange(4, 65536)
-        os.setsid()
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
-        log_path = req.get("log") or f"{LOG_DIR}/{req['name']}.log"
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        os.close(null)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         gc.enable()
@@ -348,10 +364,34 @@ def meminfo():
 def app_status(name):
     a = apps[name]
     st = {k: a.get(k) for k in ("pid", "port", "kind", "dir", "state", "code", "signal",
-                                "started", "ready_s", "log")}
+                                "started", "ended", "ready_s", "log")}
     if a["state"] != "exited":
         st.update(memory(a["pid"]))
     return st
+
+
+def open_new_log(path):
+    """Keeps the previous run's log as <path>.1 and opens an empty <path>
+    for this run (append mode, so the pool's own last line cannot overwrite
+    what the app wrote). Returns the fd; the parent closes it after fork."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        os.replace(path, path + ".1")
+    except FileNotFoundError:
+        pass
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
+                   0o644)
+
+
+def append_log(path, line):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    try:
+        os.write(fd, line.encode() + b"\n")
+    finally:
+        os.close(fd)
 
 
 def start(req, reply):
@@ -366,16 +406,22 @@ def start(req, reply):
     if old and old["state"] != "exited":
         return reply({"ok": False, "error": f"{name} is running (pid {old['pid']})",
                       **app_status(name)})
+    log_path = req.get("log") or f"{LOG_DIR}/{name}.log"
+    try:
+        log_fd = open_new_log(log_path)
+    except OSError as e:
+        return reply({"ok": False, "error": f"cannot open the log {log_path}: {e}"})
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
-        run_child(req, ready_w)
+        run_child(req, ready_w, log_fd)
     os.close(ready_w)
+    os.close(log_fd)
     apps[name] = {"pid": pid, "port": port, "kind": req.get("kind") or "auto",
                   "dir": req["dir"], "state": "starting", "code": None, "signal": None,
-                  "started": time.time(), "t0": time.monotonic(), "ready_s": None,
-                  "log": req.get("log") or f"{LOG_DIR}/{name}.log", "ready_fd": ready_r}
+                  "started": time.time(), "ended": None, "t0": time.monotonic(),
+                  "ready_s": None, "log": log_path, "ready_fd": ready_r}
     by_pid[pid] = name
     ready_pipes[ready_r] = name
     sel.register(ready_r, selectors.EVENT_READ, on_ready_pipe)
@@ -413,10 +459,16 @@ def reap():
             continue
         a = apps[name]
         a["state"] = "exited"
+        a["ended"] = time.time()
         if os.WIFSIGNALED(status):
             a["signal"] = os.WTERMSIG(status)
+            how = f"killed by signal {a['signal']} ({signal.Signals(a['signal']).name})"
         else:
             a["code"] = os.waitstatus_to_exitcode(status)
+            how = f"exited with code {a['code']}"
+        how += f" after {a['ended'] - a['started']:.1f} s"
+        append_log(a["log"], f"[pool] {name} {how}")
+        log(f"{name} (pid {pid}) {how}")
         if a.get("ready_fd") is not None:
             fd = a["ready_fd"]
             ready_pipes.pop(fd, None)
@@ -424,8 +476,22 @@ def reap():
             os.close(fd)
             a["ready_fd"] = None
         for reply in waiters.pop(name, []):
-            reply({"ok": False, "error": f"{name} exited before listening; see {a['log']}",
-                   "state": "exited", "code": a["code"], "signal": a["signal"]})
+            reply({"ok": False, "error": f"{name} {how} before listening; see {a['log']}",
+                   "state": "exited", "code": a["code"], "signal": a["signal"],
+                   "ended": a["ended"]})
+
+
+def kill(pid, sig):
+    """Signals the app's process group (the app and what it spawned); the
+    app itself if it has not yet made its group (setsid, first thing after
+    fork)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def stop(req, reply):
@@ -433,10 +499,7 @@ def stop(req, reply):
     if not a:
         return reply({"ok": False, "error": "no such app"})
     if a["state"] != "exited":
-        try:
-            os.killpg(a["pid"], signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        kill(a["pid"], signal.SIGTERM)
         kill_at[a["pid"]] = time.monotonic() + STOP_GRACE_S
     reply({"ok": True, "pid": a["pid"]})
 
@@ -569,6 +632,10 @@ def main():
     gc.disable()  # collecting during the imports only costs time
     PRELOADED, FAILED = preload()
     try:
+        compat()
+    except Exception as e:  # noqa: BLE001
+        FAILED["compat"] = f"{type(e).__name__}: {e}"
+    try:
         warm_up()
     except Exception as e:  # noqa: BLE001
         FAILED["warm_up"] = f"{type(e).__name__}: {e}"
@@ -625,10 +692,7 @@ def main():
         for pid, deadline in list(kill_at.items()):
             if deadline <= now:
                 del kill_at[pid]
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
