@@ -156,6 +156,28 @@ async fn watch_apps(page: Rc<Page>) {
     }
 }
 
+/// Shows the VM's memory as the guest sees it.
+async fn show_guest_status(page: &Page) {
+    let Ok(status) = page.bridge.guest_status().await else {
+        return;
+    };
+    let mem = &status["meminfo_kb"];
+    let (Some(total), Some(available)) = (mem["MemTotal"].as_f64(), mem["MemAvailable"].as_f64())
+    else {
+        return;
+    };
+    let used = total - available;
+    set_text(
+        "vm-status",
+        &format!(
+            "VM memory: {:.0} MiB in use of {:.0} MiB",
+            used / 1024.0,
+            total / 1024.0
+        ),
+    );
+    dom::set_data("vm-status", "usedKb", &format!("{used:.0}"));
+}
+
 /// Asks the browser to keep our storage, and shows how much is used.
 async fn show_storage() {
     let persisted = dom::request_persistent_storage().await;
@@ -358,6 +380,7 @@ async fn refresh_apps(page: &Page) {
                 .any(|a| a.state == "starting" || a.state == "restarting");
             page.changing.set(changing);
             dom::render_apps(&apps);
+            show_guest_status(page).await;
         }
         Err(e) => set_text("apps-error", &format!("Listing apps failed: {e}")),
     }

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { BASE, CHROMIUM_ARGS, deployFolder, loadStatic, staticSite } from "../e2e/harness.mjs";
+import { benchPython } from "./python.mjs";
 
 const SMALL = "data/asset-2k.bin";
 const LARGE = "data/asset-1m.bin";
@@ -162,6 +163,11 @@ try {
     print("ratio_2k_p50_vm_over_native", vm.small / native.small, "x");
     print("ratio_1m_p50_vm_over_native", vm.large / native.large, "x");
     print("ratio_rps_native_over_vm", native.rps / vm.rps, "x");
+  }
+  // One VM at a time: the static page goes before the python one opens.
+  await page.close();
+  if (!process.env.BENCH_ONLY_STATIC) {
+    await benchPython(context, { print, percentile, latencies, throughput });
   }
 } finally {
   await context.close();

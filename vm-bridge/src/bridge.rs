@@ -529,6 +529,17 @@ impl Bridge {
         Ok(info)
     }
 
+    /// The environment's status from the guest agent: its pool and the
+    /// VM's memory (`meminfo_kb`).
+    pub async fn guest_status(&self) -> Result<serde_json::Value, BridgeError> {
+        if self.state() != VmState::Ready {
+            return Err(BridgeError::NotReady);
+        }
+        agent::status(&*self.inner.engine)
+            .await
+            .map_err(BridgeError::Agent)
+    }
+
     /// The end of app `name`'s output.
     pub async fn logs(&self, name: &str) -> Result<String, BridgeError> {
         if self.state() != VmState::Ready {
