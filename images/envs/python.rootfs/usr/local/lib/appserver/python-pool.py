@@ -476,7 +476,9 @@ def reap():
             os.close(fd)
             a["ready_fd"] = None
         for reply in waiters.pop(name, []):
-            reply({"ok": False, "error": f"{name} {how} before listening; see {a['log']}",
+            # "exited before listening" is what clients look for; keep it.
+            reply({"ok": False, "error": f"{name} exited before listening ({how}); "
+                                         f"see {a['log']}",
                    "state": "exited", "code": a["code"], "signal": a["signal"],
                    "ended": a["ended"]})
 
