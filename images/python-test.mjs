@@ -3,19 +3,24 @@
 // v86 in Node from the image's warm state (as restore-test.mjs does), then
 //   1. waits for nginx, and pings the pool over the serial console
 //   2. deploys a Flask app (template + form POST + redirect) through the agent
-//      (PUT /v1/apps/<name>, a ustar body), points nginx's /app/<name>/ at
-//      127.0.0.1:<port> (the pool's temporary "proxy" op) and asks the pool
-//      to start it; polls GET /app/<name>/ through nginx on :80 until 200
+//      (PUT /v1/apps/<name>, a ustar body); the agent detects the kind, writes
+//      the nginx proxy snippet and starts it through the pool before it
+//      answers; polls GET /app/<name>/ through nginx on :80 until 200
 //   3. checks the URLs the app generates (SCRIPT_NAME /app/<name>), a form
-//      POST and its redirect, and measures request latency
+//      POST and its redirect, measures request latency, then stops it (and
+//      checks the pool's status of the ended run: code or signal, `ended`)
+//      and starts it again, timing start to first 200
 //   4. the same for a FastAPI app (root_path, JSON, validation error) and a
 //      Django project (a view, the admin login page and its static files)
-//   5. restarts the Flask app with a new version (stop + start)
+//   5. redeploys the Flask app with a new version and checks that its log
+//      shows only the new run
 //   6. prints the pool's status with memory figures
 //
-// The pool is asked over the serial console: lines "pool: {json}" in, lines
-// "pool-reply: {json}" out (python-pool.py --serial; temporary until the agent
-// has a supervisor endpoint that talks to /run/appserver/pool.sock).
+// With an agent that does not start apps (it only unpacks them), the test
+// routes each app with the pool's temporary "proxy" op and starts it through
+// the pool itself. The pool is asked over the serial console: lines
+// "pool: {json}" in, lines "pool-reply: {json}" out (python-pool.py --serial,
+// temporary).
 //
 // Usage: node images/python-test.mjs OUTDIR [--timeout-s N] [--only flask]
 // Prints restore_to_first_answer_ms, <app>_start_to_first_200_ms, ... and
@@ -204,46 +209,117 @@ function pool(request, timeoutMs = 120000) {
 
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 
-/** Deploys, routes and starts one app; returns ms from "start" to the first 200. */
-async function launch(name, port, files, path, kind = "auto") {
-  const put = await guestRequest(emulator, 8081, "PUT", `/v1/apps/${name}`, makeTar(files), {
-    timeoutMs: 60000,
-  });
-  log(`PUT /v1/apps/${name} -> ${put.status} ${put.text} (${Math.round(put.ms)} ms)`);
-  check(put.status === 200, `${name}: deployed through the agent`);
-  const proxyAt = performance.now();
-  const proxied = await pool({ op: "proxy", name, port });
-  log(`pool proxy ${name} -> ${JSON.stringify(proxied)} (${Math.round(performance.now() - proxyAt)} ms)`);
-  check(proxied.ok, `${name}: nginx proxies /app/${name}/ to :${port}`);
-  return start(name, port, path, kind);
-}
-
-async function start(name, port, path, kind = "auto") {
-  const startAt = performance.now();
-  let listeningMs = null;
-  const started = pool({ op: "start", name, dir: `/srv/apps/${name}`, port, kind, wait: true })
-    .then((reply) => {
-      listeningMs = Math.round(performance.now() - startAt);
-      log(`pool start ${name} -> ${JSON.stringify(reply)} (${listeningMs} ms)`);
-      return reply;
-    });
-  // Poll through nginx like a browser would (502 until the app listens).
+/** GETs `path` through nginx until it answers 200 (or `untilMs` passes):
+ * 502/503/504 while the app starts, 404 while nginx reloads. */
+async function firstOk(path, untilMs) {
   let got;
   let polls = 0;
   for (;;) {
     polls++;
     got = await guestGet(emulator, 80, path, { timeoutMs: 30000 });
-    if (got.status !== 502 || performance.now() - startAt > 120000) break;
+    if (got.status === 200 || performance.now() > untilMs) break;
+    if (![404, 502, 503, 504].includes(got.status)) break;
     await sleep(100);
   }
+  return { got, polls };
+}
+
+/** The pool's view of app `name` (null when it never started it). */
+async function poolApp(name) {
+  const st = await pool({ op: "status" });
+  return st.apps?.[name] ?? null;
+}
+
+/** True when the agent starts apps itself (it detects the kind on deploy,
+ * writes the proxy snippet and asks the pool); an agent without that only
+ * unpacks, and the test routes and starts the app through the pool. */
+let agentStarts = null;
+
+/** Deploys one app through the agent and returns its first 200 answer; the
+ * figure is from the PUT to that answer (unpack, snippet, start). */
+async function launch(name, port, files, path, kind = "auto") {
+  const putAt = performance.now();
+  const put = await guestRequest(emulator, 8081, "PUT", `/v1/apps/${name}`, makeTar(files), {
+    timeoutMs: 180000,
+  });
+  log(`PUT /v1/apps/${name} -> ${put.status} ${put.text} (${Math.round(put.ms)} ms)`);
+  check(put.status === 200, `${name}: deployed through the agent`);
+  const app = await poolApp(name);
+  agentStarts ??= Boolean(app);
+  if (!agentStarts) {
+    const proxied = await pool({ op: "proxy", name, port });
+    check(proxied.ok, `${name}: nginx proxies /app/${name}/ to :${port}`);
+    return start(name, port, path, kind);
+  }
+  const deployed = JSON.parse(put.text || "{}");
+  check(app.state === "running", `${name}: the agent started it (${deployed.kind}, port ${deployed.port}, ` +
+    `pool state ${app.state}, ready in ${app.ready_s} s)`);
+  const { got, polls } = await firstOk(path, performance.now() + 60000);
+  check(got.status === 200, `${name}: GET ${path} -> ${got.status} after ${polls} poll(s)`);
+  result(`${name}_deploy_to_first_200_ms`, Math.round(performance.now() - putAt));
+  result(`${name}_deploy_put_ms`, Math.round(put.ms));
+  return got;
+}
+
+/** Stops app `name` (through the agent when it supervises, so it is not
+ * restarted) and checks what the pool says about the ended process. */
+async function stopApp(name) {
+  const stopAt = performance.now();
+  if (agentStarts) {
+    const stopped = await guestRequest(emulator, 8081, "POST", `/v1/apps/${name}/stop`, Buffer.alloc(0), {
+      timeoutMs: 30000,
+    });
+    check(stopped.status === 200, `${name}: stopped through the agent -> ${stopped.status}`);
+  } else {
+    check((await pool({ op: "stop", name })).ok, `${name}: stop`);
+  }
+  let app;
+  for (let i = 0; i < 100; i++) {
+    app = await poolApp(name);
+    if (app?.state === "exited") break;
+    await sleep(50);
+  }
+  result(`${name}_stop_ms`, Math.round(performance.now() - stopAt));
+  check(app?.state === "exited" && typeof app.ended === "number" && app.ended >= app.started &&
+    (app.code !== null) !== (app.signal !== null),
+    `${name}: pool status of the ended run (code ${app?.code}, signal ${app?.signal}, ` +
+    `ended ${app?.ended && (app.ended - app.started).toFixed(1)} s after its start)`);
+}
+
+/** Starts an app that is deployed and routed; returns its first 200 answer
+ * and prints the ms from "start" to it. */
+async function start(name, port, path, kind = "auto") {
+  const startAt = performance.now();
+  let listeningMs = null;
+  const started = (agentStarts
+    ? guestRequest(emulator, 8081, "POST", `/v1/apps/${name}/start`, Buffer.alloc(0), {
+      timeoutMs: 180000,
+    })
+      .then((r) => ({ ok: r.status === 200, state: "running", reply: r.text }))
+    : pool({ op: "start", name, dir: `/srv/apps/${name}`, port, kind, wait: true }))
+    .then((reply) => {
+      listeningMs = Math.round(performance.now() - startAt);
+      log(`start ${name} -> ${JSON.stringify(reply)} (${listeningMs} ms)`);
+      return reply;
+    });
+  // Poll through nginx like a browser would (502/503 until the app listens).
+  const { got, polls } = await firstOk(path, startAt + 120000);
   const firstMs = Math.round(performance.now() - startAt);
   const reply = await started;
-  check(reply.ok && reply.state === "running", `${name}: the pool started it`);
+  check(reply.ok && reply.state === "running", `${name}: started`);
   check(got.status === 200, `${name}: GET ${path} -> ${got.status} after ${polls} poll(s)`);
   result(`${name}_start_to_listening_ms`, listeningMs);
   result(`${name}_start_to_first_200_ms`, firstMs);
-  result(`${name}_guest_ready_s`, reply.ready_s);
+  const app = await poolApp(name);
+  result(`${name}_guest_ready_s`, app?.ready_s);
   return got;
+}
+
+/** Stops and starts `name` again: checks the ended run's status and
+ * measures a start of a deployed app on its own. */
+async function stopStart(name, port, path, kind) {
+  await stopApp(name);
+  return start(name, port, path, kind);
 }
 
 async function latency(name, path, n = 20) {
@@ -282,6 +358,8 @@ try {
   page = await guestGet(emulator, 80, "/app/flaskdemo/");
   check(page.text.includes("<li>hello v86</li>"), "flask: the posted item is listed");
   await latency("flaskdemo", "/app/flaskdemo/");
+  page = await stopStart("flaskdemo", 9001, "/app/flaskdemo/");
+  check(page.text.includes("<title>items v1</title>"), "flask: answers after stop and start");
 
   if (ONLY !== "flask") {
     // -- FastAPI
@@ -299,6 +377,7 @@ try {
     check(docs.status === 200 && docs.text.includes("/app/apidemo/openapi.json"),
       "fastapi: /docs points at the prefixed openapi.json");
     await latency("apidemo", "/app/apidemo/items/1");
+    await stopStart("apidemo", 9002, "/app/apidemo/items/1");
 
     // -- Django
     const hello = await launch("djdemo", 9003, DJANGO_APP, "/app/djdemo/");
@@ -311,31 +390,46 @@ try {
     check(css === "/app/djdemo/static/admin/css/base.css" && cssGot.status === 200,
       `django: admin CSS ${css} -> ${cssGot.status}`);
     await latency("djdemo", "/app/djdemo/");
+    await stopStart("djdemo", 9003, "/app/djdemo/");
   }
 
-  // -- Redeploy Flask: new files, stop, start (the agent rewrites the nginx
-  // snippet to a static one on every PUT, so "proxy" goes again first).
+  // -- Redeploy Flask with a new version: the agent stops the old process
+  // and starts the new one (an agent that does not: stop and start here).
   const v2 = { ...FLASK_APP, "app.py": FLASK_APP["app.py"].replace("version=1", "version=2") };
-  const put = await guestRequest(emulator, 8081, "PUT", "/v1/apps/flaskdemo", makeTar(v2));
-  check(put.status === 200, "flask: redeployed through the agent");
-  check((await pool({ op: "proxy", name: "flaskdemo", port: 9001 })).ok, "flask: proxy again");
-  const stopAt = performance.now();
-  const stopped = await pool({ op: "stop", name: "flaskdemo" });
-  check(stopped.ok, "flask: stop");
-  for (let i = 0; i < 100; i++) {
-    const st = await pool({ op: "status" });
-    if (st.apps.flaskdemo.state === "exited") break;
-    await sleep(50);
+  const redeployAt = performance.now();
+  const put = await guestRequest(emulator, 8081, "PUT", "/v1/apps/flaskdemo", makeTar(v2), {
+    timeoutMs: 180000,
+  });
+  check(put.status === 200, `flask: redeployed through the agent (${Math.round(put.ms)} ms)`);
+  if (agentStarts) {
+    const { got } = await firstOk("/app/flaskdemo/", performance.now() + 60000);
+    page = got;
+  } else {
+    check((await pool({ op: "proxy", name: "flaskdemo", port: 9001 })).ok, "flask: proxy again");
+    await stopApp("flaskdemo");
+    page = await start("flaskdemo", 9001, "/app/flaskdemo/");
   }
-  result("flaskdemo_stop_ms", Math.round(performance.now() - stopAt));
-  const restartAt = performance.now();
-  page = await start("flaskdemo", 9001, "/app/flaskdemo/");
-  result("flaskdemo_restart_to_new_version_ms", Math.round(performance.now() - restartAt));
+  result("flaskdemo_redeploy_to_new_version_ms", Math.round(performance.now() - redeployAt));
   check(page.text.includes("<title>items v2</title>"), "flask: serves the new version");
+  if (agentStarts) {
+    // Each start begins a fresh log (the previous run's is <name>.log.1).
+    const logs = await guestGet(emulator, 8081, "/v1/apps/flaskdemo/logs");
+    const text = logs.status === 200 ? JSON.parse(logs.text).log : "";
+    const starts = text.split("\n").filter((l) => l.startsWith("[pool] starting flaskdemo")).length;
+    check(starts === 1 && !text.includes("exited") && !text.includes("killed"),
+      `flask: the log shows the current run only (${starts} start line(s), ${text.length} bytes)`);
+  }
 
   const status = await pool({ op: "status" });
   result("pool_status", JSON.stringify(status));
   check(status.ok, "pool status");
+  const kb = (v) => (v === undefined ? "?" : `${(v / 1024).toFixed(1)} MiB`);
+  result("pool_memory", `rss ${kb(status.pool?.rss_kb)} pss ${kb(status.pool?.pss_kb)}`);
+  const running = Object.entries(status.apps ?? {}).filter(([, a]) => a.state === "running");
+  for (const [name, a] of running) result(`${name}_memory`, `rss ${kb(a.rss_kb)} pss ${kb(a.pss_kb)}`);
+  const mem = status.meminfo_kb ?? {};
+  result("guest_memory", `MemTotal ${kb(mem.MemTotal)} MemFree ${kb(mem.MemFree)} ` +
+    `MemAvailable ${kb(mem.MemAvailable)} with ${running.length} apps running`);
 } catch (err) {
   log(`ERROR ${err.stack || err}`);
   failed = true;

@@ -492,6 +492,7 @@ impl Bridge {
             config,
         };
         let stored = self.persist(Some((name, Some(stored_app)))).await;
+        self.save_when_pool_refilled();
         log::info(&format!(
             "deployed {name} ({} bytes) in {:.0} ms, saved the VM in {:.0} ms",
             tar.len(),
@@ -526,7 +527,40 @@ impl Bridge {
             .await
             .map_err(BridgeError::Agent)?;
         self.persist(None).await?;
+        self.save_when_pool_refilled();
         Ok(info)
+    }
+
+    /// A pool that cannot fork (Node) replaces the warm process an app took
+    /// with a new one, which takes a minute in the emulator. Once it is warm,
+    /// save the machine again so the next reload has a full pool too.
+    fn save_when_pool_refilled(&self) {
+        let this = self.clone();
+        spawn_local(async move {
+            // Give up after 10 minutes; a later deploy tries again.
+            for _ in 0..120 {
+                sleep(5_000).await;
+                if this.state() != VmState::Ready {
+                    return;
+                }
+                let Ok(status) = agent::status(&*this.inner.engine).await else {
+                    return;
+                };
+                let warming = status["pool"]["pool"]["warming"].as_u64();
+                match warming {
+                    // This pool does not refill (Python forks), or has nothing to report.
+                    None => return,
+                    Some(0) => {
+                        if let Err(e) = this.persist(None).await {
+                            log::error(&format!("saving after the pool refilled: {e}"));
+                        }
+                        log::info("saved the VM with its warm pool refilled");
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            }
+        });
     }
 
     /// The environment's status from the guest agent: its pool and the
