@@ -19,7 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   serve [--port N]   build what is missing and serve on http://localhost:8080
-  test               run every test: host unit tests, then browser end-to-end tests
+  test [FILTER..]    run every test: host unit tests, then browser end-to-end tests
+                     (with FILTERs, only the e2e files whose name holds one)
   bench              print performance figures, one `name: value unit` per line
   build              build the wasm modules and assemble the site
   image [ENV]        build (or reuse from the cache) the disk image of ENV (default: static)
@@ -51,7 +52,7 @@ fn run() -> Result<()> {
             let images = image::ensure_all()?;
             serve::run(port, site, images)
         }
-        "test" => test::run(),
+        "test" => test::run(&args[1..]),
         "bench" => bench::run(),
         "build" => build::site().map(|p| println!("site: {}", p.display())),
         "image" => {

@@ -9,7 +9,9 @@ use std::process::Command;
 /// The crates whose tests run on the host.
 const HOST_CRATES: &[&str] = &["appserver-proto", "guest-agent", "xtask"];
 
-pub(crate) fn run() -> Result<()> {
+/// Runs every test; with `filters`, only the end-to-end files whose name
+/// holds one of them (`cargo xtask test python`).
+pub(crate) fn run(filters: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root()).arg("test");
@@ -26,6 +28,10 @@ pub(crate) fn run() -> Result<()> {
     let mut files: Vec<_> = std::fs::read_dir(tests.join("e2e"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+        })
         .collect();
     files.sort();
     exec(
