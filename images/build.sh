@@ -22,6 +22,7 @@
 #
 # Tunables (environment): DEBIAN_MIRROR (default http://deb.debian.org/debian),
 # APPSERVER_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/appserver),
+# APPSERVER_WORK (the rootfs and initrd trees, default $APPSERVER_CACHE/work/ENV),
 # BUILD_JOBS (threads for zstd, default 2).
 set -euo pipefail
 
@@ -88,7 +89,7 @@ read_packages() { sed 's/#.*//' "$@" | tr -s ' \t' '\n' | sed '/^$/d' | sort -u 
 PACKAGES=$(read_packages "$ENVS/base.packages" "$ENVS/$ENV_NAME.packages")
 BASE_KEY=$(printf '%s\n' "$SUITE" "$ARCH" "$VARIANT" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-16)
 BASE_TAR=$CACHE/debootstrap/base-$BASE_KEY.tar.zst
-WORK=$CACHE/work/$ENV_NAME
+WORK=${APPSERVER_WORK:-$CACHE/work/$ENV_NAME}
 ROOTFS=$WORK/rootfs
 
 mkdir -p "$CACHE/debootstrap" "$WORK" "$OUTDIR"

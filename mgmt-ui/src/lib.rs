@@ -175,7 +175,7 @@ async fn show_guest_status(page: &Page) {
             total / 1024.0
         ),
     );
-    dom::set_data("vm-status", "usedKb", &format!("{used:.0}"));
+    dom::set_data("vm-status", "used-kb", &format!("{used:.0}"));
 }
 
 /// Asks the browser to keep our storage, and shows how much is used.
@@ -315,7 +315,7 @@ async fn deploy(page: &Page) {
         Err(e) => return report_deploy("error", &e),
     };
     dom::set_data("deploy-status", "kind", "");
-    dom::set_data("deploy-status", "appState", "");
+    dom::set_data("deploy-status", "app-state", "");
     report_deploy("working", &format!("Packing {}…", upload.summary()));
     let tar = match upload.to_tar().await {
         Ok(tar) => tar,
@@ -352,7 +352,7 @@ async fn deploy(page: &Page) {
                 .map(|e| format!(" It did not start: {e}"))
                 .unwrap_or_default();
             dom::set_data("deploy-status", "kind", &info.kind);
-            dom::set_data("deploy-status", "appState", &info.state);
+            dom::set_data("deploy-status", "app-state", &info.state);
             report_deploy(
                 if failed { "failed-start" } else { "done" },
                 &format!(

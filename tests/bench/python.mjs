@@ -75,7 +75,7 @@ export async function benchPython(context, { print, percentile, latencies, throu
 
   // The same Flask app natively: the image's rootfs (i386 Python, Flask) in
   // a chroot on this host, served by werkzeug as in the VM.
-  const rootfs = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "appserver/work/python/rootfs");
+  const rootfs = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "appserver/work/xtask-python/rootfs");
   if (!existsSync(join(rootfs, "usr/bin/python3"))) {
     console.error(`no ${rootfs}: no native ratio printed`);
     await page.close();

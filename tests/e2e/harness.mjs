@@ -67,6 +67,10 @@ export function staticSite() {
 export async function openServer(context) {
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("[page error]", e.message));
+  // The bridge's own log lines (load, deploy and save timings) go to the test output.
+  page.on("console", (m) => {
+    if (m.text().startsWith("[appserver bridge]")) console.log(m.text());
+  });
   await page.goto(`${BASE}/application-server/`);
   await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
   return page;

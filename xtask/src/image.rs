@@ -15,7 +15,13 @@ pub(crate) const ENVS: &[&str] = &["static", "python"];
 
 /// Everything an image is made from; a change to any of it makes a new image.
 const RECIPE: &[&str] = &[
-    "images",
+    "images/build.sh",
+    "images/initrd",
+    "images/rootfs",
+    "images/envs",
+    "images/warm-state.mjs",
+    "images/restore-test.mjs",
+    "images/v86-node.mjs",
     "guest-agent",
     "proto/src",
     "Cargo.lock",
@@ -71,6 +77,11 @@ pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&staging)?;
     exec(
         Command::new("bash")
+            // A work folder of its own, apart from hand-run builds of the same env.
+            .env(
+                "APPSERVER_WORK",
+                cache::dir().join("work").join(format!("xtask-{env}")),
+            )
             .arg(root().join("images/build.sh"))
             .arg(env)
             .arg(&staging)
