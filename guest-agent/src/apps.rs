@@ -214,6 +214,8 @@ pub struct Deployed {
     pub summary: AppSummary,
     /// Detected kind, entry, port and settings.
     pub meta: Meta,
+    /// How long each step took, in milliseconds.
+    pub timings_ms: Map<String, Value>,
 }
 
 impl Deployed {
@@ -224,6 +226,7 @@ impl Deployed {
         if let Some(st) = runtime::statuses(cfg).remove(&self.summary.name) {
             m.extend(st);
         }
+        m.insert("timings_ms".into(), Value::Object(self.timings_ms.clone()));
         Value::Object(m).to_string()
     }
 }
@@ -266,7 +269,15 @@ fn stage(
         .mode(0o755)
         .create(staging)
         .map_err(|e| internal("creating", staging, e))?;
+    let t0 = std::time::Instant::now();
+    let mut timings = Map::new();
+    let mut mark = |what: &str, since: &mut std::time::Instant| {
+        timings.insert(what.into(), (since.elapsed().as_millis() as u64).into());
+        *since = std::time::Instant::now();
+    };
+    let mut t = t0;
     extract(body, staging)?;
+    mark("receive", &mut t);
     let (files, bytes) = measure(staging).map_err(|e| internal("reading", staging, e))?;
     if files == 0 {
         return Err(ApiError::Empty);
@@ -299,6 +310,7 @@ fn stage(
     if old.as_ref().is_some_and(Meta::runs) {
         runtime::stop(cfg, name)?;
     }
+    mark("detect_and_stop_old", &mut t);
     let conf = if meta.runs() {
         runtime::proxy_block(name, &meta)
     } else {
@@ -306,10 +318,14 @@ fn stage(
     };
     swap_in(cfg, name, staging, &conf)?;
     runtime::save_meta(cfg, name, &meta)?;
+    mark("swap_and_nginx", &mut t);
     if meta.runs() {
         runtime::start(cfg, name, &meta)?;
+        mark("start", &mut t);
     }
+    timings.insert("total".into(), (t0.elapsed().as_millis() as u64).into());
     Ok(Deployed {
+        timings_ms: timings,
         summary: AppSummary {
             name: name.to_string(),
             files,

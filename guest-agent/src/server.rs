@@ -394,7 +394,9 @@ mod tests {
         raw.extend_from_slice(&tar);
         let (status, body) = call(&cfg, &raw);
         assert_eq!(status, 200, "{body}");
-        let app: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut app: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(app["timings_ms"]["total"].is_u64(), "{body}");
+        app.as_object_mut().unwrap().remove("timings_ms");
         assert_eq!(
             (&app["name"], &app["files"], &app["bytes"], &app["kind"]),
             (&"srv-demo".into(), &1.into(), &5.into(), &"static".into())

@@ -322,7 +322,26 @@ async fn deploy(page: &Page) {
         Err(e) => return report_deploy("error", &e),
     };
     report_deploy("working", &format!("Deploying {name}…"));
-    match page.bridge.deploy(&name, &tar, Some(&config)).await {
+    let started = js_sys::Date::now();
+    let on_deployed = |info: &vm_bridge::agent::AppInfo| {
+        dom::set_data(
+            "deploy-status",
+            "agent-ms",
+            &format!("{:.0}", js_sys::Date::now() - started),
+        );
+        report_deploy(
+            "saving",
+            &format!(
+                "{} is deployed ({}); saving the VM so it survives a reload…",
+                info.name, info.state
+            ),
+        );
+    };
+    match page
+        .bridge
+        .deploy(&name, &tar, Some(&config), &on_deployed)
+        .await
+    {
         Ok(deployed) => {
             let info = &deployed.info;
             let kept = match &deployed.stored_bytes {

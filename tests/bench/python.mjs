@@ -39,7 +39,9 @@ export async function benchPython(context, { print, percentile, latencies, throu
     const deployed = await deployFolder(page, name, fixture(dir));
     if (deployed.state !== "done") throw new Error(`${name}: ${deployed.text}`);
     const first = await firstOk(url);
-    print(`python_${label}_deploy_to_first_200`, (deployed.ms + first.ms) / 1000, "s");
+    // The guest answers the deploy once the app listens; the VM save follows.
+    print(`python_${label}_deploy_to_running`, deployed.agentMs / 1000, "s");
+    print(`python_${label}_deploy_with_vm_save`, deployed.ms / 1000, "s");
     print(`python_${label}_deploy_done_to_first_200`, first.ms / 1000, "s");
   }
 
@@ -48,12 +50,11 @@ export async function benchPython(context, { print, percentile, latencies, throu
   cpSync(fixture("python/flask-notes"), changed, { recursive: true });
   const app = join(changed, "app.py");
   writeFileSync(app, readFileSync(app, "utf8").replace('"path": request.path', '"path": request.path, "v": 2'));
-  const t = Date.now();
   const redeployed = await deployFolder(page, "notes", changed);
   if (redeployed.state !== "done") throw new Error(redeployed.text);
   const v2 = await firstOk("/app/notes/whoami");
   if (!v2.text.includes('"v":2') && !v2.text.includes('"v": 2')) throw new Error(`old version: ${v2.text}`);
-  print("python_flask_redeploy_to_new_version", (Date.now() - t) / 1000, "s");
+  print("python_flask_redeploy_to_new_version", (redeployed.agentMs + v2.ms) / 1000, "s");
 
   const vm = {};
   for (const [label, url] of [["flask", "/app/notes/whoami"], ["fastapi", "/app/items/items"]]) {

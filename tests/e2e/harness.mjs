@@ -103,11 +103,12 @@ export async function waitReady(page) {
  * environment variables `env` (text, KEY=value lines). Resolves with the
  * outcome's state (`done`, `error`, or `failed-start` for an app that was
  * deployed but did not start), the message, the detected kind and the
- * app's state, and how long the deploy took in the page.
+ * app's state, how long the deploy took in the page (`ms`, with the VM
+ * save) and until the guest served the app (`agentMs`).
  */
 export async function deployFolder(page, name, dir, env = "") {
   // Forget the previous outcome, so the wait below sees this deploy's.
-  await page.$eval("#deploy-status", (el) => { el.dataset.state = "pending"; });
+  await page.$eval("#deploy-status", (el) => { el.dataset.state = "pending"; delete el.dataset.agentMs; });
   await page.fill("#app-name", name);
   await page.fill("#app-env", env);
   await page.setInputFiles("#folder-input", dir);
@@ -121,7 +122,10 @@ export async function deployFolder(page, name, dir, env = "") {
   const ms = Date.now() - started;
   return page.evaluate((ms) => {
     const el = document.getElementById("deploy-status");
-    return { state: el.dataset.state, text: el.textContent, kind: el.dataset.kind, appState: el.dataset.appState, ms };
+    return {
+      state: el.dataset.state, text: el.textContent, kind: el.dataset.kind, appState: el.dataset.appState,
+      ms, agentMs: Number(el.dataset.agentMs ?? NaN),
+    };
   }, ms);
 }
 

@@ -58,6 +58,9 @@ pub struct AppInfo {
     /// User-defined environment variables.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// A deploy's steps and how long each took in the guest, in ms.
+    #[serde(default)]
+    pub timings_ms: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]

@@ -471,12 +471,14 @@ impl Bridge {
 
     /// Deploys a tar archive as app `name` with settings `config` (JSON, see
     /// [`agent::deploy`]), refreshes the app list and saves the machine so
-    /// the app survives a reload.
+    /// the app survives a reload. `on_deployed` hears about the app as soon
+    /// as the guest serves it, before the (slower) save.
     pub async fn deploy(
         &self,
         name: &str,
         tar: &[u8],
         config: Option<&str>,
+        on_deployed: &dyn Fn(&AppInfo),
     ) -> Result<Deployed, BridgeError> {
         if self.state() != VmState::Ready {
             return Err(BridgeError::NotReady);
@@ -485,6 +487,7 @@ impl Bridge {
         let info = agent::deploy(&*self.inner.engine, name, tar, config)
             .await
             .map_err(BridgeError::Agent)?;
+        on_deployed(&info);
         self.refresh_apps().await?;
         let deployed = now_ms();
         let stored_app = StoredApp {
@@ -494,9 +497,10 @@ impl Bridge {
         let stored = self.persist(Some((name, Some(stored_app)))).await;
         self.save_when_pool_refilled();
         log::info(&format!(
-            "deployed {name} ({} bytes) in {:.0} ms, saved the VM in {:.0} ms",
+            "deployed {name} ({} bytes) in {:.0} ms (in the guest: {:?}), saved the VM in {:.0} ms",
             tar.len(),
             deployed - started,
+            info.timings_ms,
             now_ms() - deployed
         ));
         Ok(Deployed {
