@@ -124,7 +124,7 @@ function preload() {
  * router and Node's HTTP server compile or load on first use is already in
  * memory when the saved state is restored.
  */
-async function warmUp() {
+async function warmUp(stop = () => false) {
   const http = require("http");
   const express = require("express");
   const app = express();
@@ -156,7 +156,7 @@ async function warmUp() {
     req.on("error", resolve);
     req.end(body);
   });
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < 3 && !stop(); round++) {
     await call("GET", "/items/7?q=x");
     await call("POST", "/items", JSON.stringify({ name: "cup", price: 2.5 }));
     await call("GET", `/${path.basename(__filename)}`);
@@ -268,11 +268,13 @@ async function workerMain(cold) {
       // Express's code paths are compiled before an app needs them (the
       // emulator's code cache is per physical page, so this also speeds up
       // node's shared code in every other process).
+      // An app given to this worker meanwhile stops it after this round.
       heating = true;
       renice(19);
-      warmUp().catch(() => {}).finally(() => {
+      warmUp(() => running).catch(() => {}).finally(() => {
         heating = false;
         if (!running) renice(0);
+        if (process.connected) process.send({ type: "heated" }, () => {});
       });
     }
   });
@@ -381,6 +383,8 @@ function onWorkerMessage(w, msg) {
       maybeReady();
     }
     refill();
+  } else if (msg.type === "heated") {
+    w.heating = false;
   } else if (msg.type === "listening" && w.app) {
     const a = apps.get(w.app);
     if (a && a.pid === w.pid) {
@@ -564,7 +568,9 @@ function start(req, reply) {
   const dirKey = folderKey(dir);
   const looping = Boolean(old && old.state === "exited" && old.ready_s === null &&
     !old.stopping && old.dirKey === dirKey);
-  let w = looping ? null : [...workers.values()].find((x) => x.state === "idle" && !x.cold);
+  // One that is not warming up again after a restore, if there is one.
+  const idle = [...workers.values()].filter((x) => x.state === "idle" && !x.cold);
+  let w = looping ? null : idle.find((x) => !x.heating) || idle[0];
   const cold = !w;
   if (cold) w = spawnWorker({ cold: true, nice: looping });
   w.state = "busy";
@@ -828,7 +834,10 @@ function watchClock() {
     if (Math.abs(jump) < 30000) return;
     const idle = [...workers.values()].filter((w) => w.state === "idle" && !w.cold);
     log(`the clock moved by ${Math.round(jump / 1000)} s (a restore?): heating ${idle.length} idle workers`);
-    for (const w of idle) w.child.send({ type: "heat" }, () => {});
+    for (const w of idle) {
+      w.heating = true;
+      w.child.send({ type: "heat" }, () => {});
+    }
   }, 5000);
 }
 
