@@ -642,6 +642,32 @@ pub fn tick(cfg: &Config) {
     }
 }
 
+/// After a state restore v86 has compiled none of the guest's code, so the
+/// first nginx reload took ~8 s and the first app start ~4 s. The page sets
+/// the clock right after a restore; then, in the background, reload nginx
+/// once (no change: it only runs the reload path) and ask the pool to warm
+/// up, so a deploy a few seconds later finds both warm.
+pub fn warm_after_restore(cfg: &Config) {
+    let nginx = cfg.nginx.clone();
+    let pool = cfg.pool.clone();
+    let spawned = std::thread::Builder::new()
+        .name("warm-up".into())
+        .spawn(move || {
+            if let Some(nginx) = nginx {
+                let _ = std::process::Command::new(&nginx.binary)
+                    .args(["-s", "reload"])
+                    .status();
+            }
+            if let Some(pool) = pool {
+                // Pools without a warm-up of their own answer "unknown op".
+                let _ = pool.call(&json!({"op": "warm"}), Duration::from_secs(10));
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("appserver-agent: cannot start the warm-up: {e}");
+    }
+}
+
 /// How often the supervisor looks at the processes.
 pub const TICK: Duration = Duration::from_secs(2);
 

@@ -169,6 +169,8 @@ fn route(
         "/v1/clock" => match head.method.as_str() {
             "PUT" => {
                 let seconds = crate::clock::set(body, head.content_length)?;
+                // The page sets the clock right after restoring a saved state.
+                crate::runtime::warm_after_restore(cfg);
                 Ok(Response::ok(format!("{{\"clock\":{seconds}}}")))
             }
             _ => Err(not_allowed("PUT")),

@@ -39,6 +39,9 @@ object on one line and reads one JSON line back; then the pool closes.
       "rss_kb", "pss_kb" (not for exited apps; Pss is refreshed at most every
       30 s)}}, "pool": {"rss_kb", "pss_kb"},
       "meminfo_kb": {"MemTotal", "MemFree", "MemAvailable"}}
+  {"op": "warm"}   runs the frameworks' warm-up once more in a throwaway
+      child at nice 19 (the agent asks after a state restore, when v86 has
+      no compiled code) -> {"ok": true, "pid": N}
   {"op": "proxy", "name": "demo", "port": 9001}   TEMPORARY, for
       images/python-test.mjs until the agent writes proxy snippets: writes
       /etc/nginx/apps/<name>.conf proxying /app/<name>/ to the port and
@@ -599,6 +602,23 @@ def proxy(req, reply):
     reply({"ok": status == 0, "nginx_status": status})
 
 
+def warm(reply):
+    """After a restore v86 has none of the guest's code compiled: runs the
+    warm-up in a throwaway child at the lowest priority, so that the first
+    app started afterwards (fork, Flask, FastAPI) does not pay for it."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.nice(19)
+            os.closerange(3, 65536)
+            warm_up()
+        except BaseException:  # noqa: BLE001 (a failed warm-up only costs time)
+            code = 1
+        os._exit(code)
+    reply({"ok": True, "pid": pid})
+
+
 def handle(line, reply):
     try:
         req = json.loads(line)
@@ -614,6 +634,8 @@ def handle(line, reply):
             reply({"ok": True, "pid": os.getpid(), "preloaded": PRELOADED, "failed": FAILED})
         elif op == "proxy":
             proxy(req, reply)
+        elif op == "warm":
+            warm(reply)
         else:
             reply({"ok": False, "error": f"unknown op {op!r}"})
     except Exception as e:  # noqa: BLE001 (answer, keep serving)
