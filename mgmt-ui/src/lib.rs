@@ -29,6 +29,10 @@ const ENVIRONMENTS: &[Environment] = &[
         base_url: "/images/static/",
     },
     Environment {
+        id: "nodejs",
+        base_url: "/images/nodejs/",
+    },
+    Environment {
         id: "python",
         base_url: "/images/python/",
     },

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The environments there are images for.
-pub(crate) const ENVS: &[&str] = &["static", "python"];
+pub(crate) const ENVS: &[&str] = &["static", "nodejs", "python"];
 
 /// Everything an image is made from; a change to any of it makes a new image.
 const RECIPE: &[&str] = &[
