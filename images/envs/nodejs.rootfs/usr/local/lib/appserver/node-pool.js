@@ -148,6 +148,7 @@ async function warmUp(stop = () => false) {
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = server.address().port;
   const call = (method, urlPath, body) => new Promise((resolve) => {
+    if (stop()) return resolve();
     const req = http.request({ host: "127.0.0.1", port, method, path: urlPath, agent: false,
       headers: body ? { "Content-Type": "application/json" } : {} }, (res) => {
       res.resume();
@@ -413,6 +414,7 @@ function onWorkerExit(w, code, signal) {
     }
     const next = a.onExit.splice(0);
     for (const go of next) go();
+    setImmediate(refill);
     return;
   }
   // A worker that died before it got an app.
@@ -477,6 +479,7 @@ function markRunning(a) {
   for (const reply of a.waiters.splice(0)) {
     reply({ ok: true, pid: a.pid, state: "running", ready_s: a.ready_s, cold: a.cold });
   }
+  setImmediate(refill);
 }
 
 function appStatus(a) {
@@ -599,8 +602,10 @@ function start(req, reply) {
   else w.onReady = run;
   if (req.wait) a.waiters.push(reply);
   else reply({ ok: true, pid: a.pid, state: "starting", cold });
-  // Refill the pool without making this start wait for it.
-  setImmediate(refill);
+  // Refill the pool without making this start wait for it: once the app
+  // listens or has ended, or after 3 s (spawning forks this process, which
+  // takes a while in the emulator).
+  setTimeout(refill, 3000);
   return undefined;
 }
 
