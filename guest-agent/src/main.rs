@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         binary: PathBuf::from(nginx_bin),
         probe_addr: SocketAddr::from(([127, 0, 0, 1], 80)),
         reload_timeout: Duration::from_secs(20),
+        pid_file: PathBuf::from("/run/nginx.pid"),
     });
     let env_id = std::env::var("APPSERVER_ENVIRONMENT")
         .ok()

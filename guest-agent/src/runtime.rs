@@ -654,9 +654,7 @@ pub fn warm_after_restore(cfg: &Config) {
         .name("warm-up".into())
         .spawn(move || {
             if let Some(nginx) = nginx {
-                let _ = std::process::Command::new(&nginx.binary)
-                    .args(["-s", "reload"])
-                    .status();
+                let _ = nginx.reload();
             }
             if let Some(pool) = pool {
                 // Pools without a warm-up of their own answer "unknown op".
