@@ -10,8 +10,23 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The environments there are images for.
-pub(crate) const ENVS: &[&str] = &["static", "nodejs", "python"];
+/// The environments there are images for: one per `images/envs/<env>.packages`
+/// (`base.packages` is every image's), static first, then by name. Read from
+/// the folder, so that a new environment does not change this file, which is
+/// part of every image's recipe.
+pub(crate) fn envs() -> Result<Vec<String>> {
+    let mut envs = Vec::new();
+    for entry in std::fs::read_dir(root().join("images/envs"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(env) = name.strip_suffix(".packages") {
+            if env != "base" {
+                envs.push(env.to_owned());
+            }
+        }
+    }
+    envs.sort_by_key(|e| (e != "static", e.clone()));
+    Ok(envs)
+}
 
 /// Everything an image is made from; a change to any of it makes a new image.
 const RECIPE: &[&str] = &[
@@ -23,7 +38,15 @@ const RECIPE: &[&str] = &[
     "images/restore-test.mjs",
     "images/v86-node.mjs",
     "guest-agent",
-    "proto/src",
+    // The modules of proto the agent is built from (and only those, so that
+    // work on the worker's or the page's parts of proto rebuilds no image);
+    // `agent_proto_modules_are_in_the_recipe` keeps this list honest.
+    "proto/Cargo.toml",
+    "proto/src/detect.rs",
+    "proto/src/names.rs",
+    "proto/src/paths.rs",
+    "proto/src/tar.rs",
+    "proto/src/tar",
     "Cargo.lock",
     "xtask/src/image.rs",
 ];
@@ -50,10 +73,11 @@ fn build_agent() -> Result<PathBuf> {
 /// changed. The folder holds `manifest.json`, `vmlinuz`, `initrd.img` and
 /// `disk.img`.
 pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
-    if !ENVS.contains(&env) {
+    let envs = envs()?;
+    if !envs.iter().any(|e| e == env) {
         bail!(
             "unknown environment `{env}`: choose one of {}",
-            ENVS.join(", ")
+            envs.join(", ")
         );
     }
     // For working on the recipe: serve an image built by hand instead.
@@ -146,15 +170,80 @@ fn write_chunk_hashes(dir: &Path) -> Result<serde_json::Value> {
 
 /// Every environment's image folder, by environment id.
 pub(crate) fn ensure_all() -> Result<Vec<(String, PathBuf)>> {
-    ENVS.iter()
-        .map(|env| Ok((env.to_string(), ensure(env)?)))
+    envs()?
+        .into_iter()
+        .map(|env| {
+            let dir = ensure(&env)?;
+            Ok((env, dir))
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::other_env_file;
+    use super::{other_env_file, RECIPE};
+    use crate::root;
+    use std::collections::BTreeSet;
     use std::path::Path;
+
+    /// Adds the proto modules named as `prefix<module>` in the Rust file
+    /// `path`, or in every Rust file under the folder `path`, to `out`.
+    fn modules_named(path: &Path, prefix: &str, out: &mut BTreeSet<String>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                modules_named(&entry.unwrap().path(), prefix, out);
+            }
+            return;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            return;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        for (i, _) in text.match_indices(prefix) {
+            let name: String = text[i + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.insert(name);
+            }
+        }
+    }
+
+    #[test]
+    fn agent_proto_modules_are_in_the_recipe() {
+        let root = root();
+        let mut modules = BTreeSet::new();
+        modules_named(
+            &root.join("guest-agent/src"),
+            "appserver_proto::",
+            &mut modules,
+        );
+        // Follow the modules' uses of each other until nothing new turns up.
+        loop {
+            let mut more = modules.clone();
+            for m in &modules {
+                for path in [format!("proto/src/{m}.rs"), format!("proto/src/{m}")] {
+                    let path = root.join(path);
+                    if path.exists() {
+                        modules_named(&path, "crate::", &mut more);
+                    }
+                }
+            }
+            if more == modules {
+                break;
+            }
+            modules = more;
+        }
+        assert!(modules.contains("tar"), "the agent reads tar: {modules:?}");
+        for m in &modules {
+            let file = format!("proto/src/{m}.rs");
+            assert!(
+                RECIPE.contains(&file.as_str()),
+                "the guest agent is built from {file}: add it to image::RECIPE"
+            );
+        }
+    }
 
     #[test]
     fn files_of_other_environments_leave_the_recipe() {
