@@ -1,13 +1,13 @@
 //! `cargo xtask bench`: prints the figures, one `name: value unit` per line.
 
 use crate::build::{exec, npm_install};
-use crate::{build, image, root, serve};
+use crate::{build, root, serve};
 use anyhow::Result;
 use std::process::Command;
 
 pub(crate) fn run() -> Result<()> {
     let site = build::site()?;
-    let images = image::ensure_all()?;
+    let images = crate::images()?;
     for (env, dir) in &images {
         for (name, file) in [
             ("disk", "disk.img"),

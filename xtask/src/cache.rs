@@ -57,3 +57,21 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Holds the cache's lock named `name` (a file under the cache folder) until
+/// the returned file is dropped, so that two checkouts building the same
+/// image at once do not write into each other's work folders.
+pub(crate) fn lock(name: &str) -> Result<std::fs::File> {
+    let path = dir().join(format!("{name}.lock"));
+    std::fs::create_dir_all(dir())?;
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+    if file.try_lock().is_err() {
+        eprintln!(
+            "xtask: waiting for another build holding {}",
+            path.display()
+        );
+        file.lock()?;
+    }
+    Ok(file)
+}

@@ -49,7 +49,7 @@ fn run() -> Result<()> {
         "serve" => {
             let port = flag_value(&args, "--port").unwrap_or(8080);
             let site = build::site()?;
-            let images = image::ensure_all()?;
+            let images = images()?;
             serve::run(port, site, images)
         }
         "test" => test::run(&args[1..]),
@@ -57,6 +57,7 @@ fn run() -> Result<()> {
         "build" => build::site().map(|p| println!("site: {}", p.display())),
         "image" => {
             let env = args.get(1).map(String::as_str).unwrap_or("static");
+            let _lock = cache::lock("images")?;
             let dir = image::ensure(env)?;
             println!("image {env}: {}", dir.display());
             Ok(())
@@ -70,6 +71,13 @@ fn run() -> Result<()> {
             bail!("unknown command `{other}`")
         }
     }
+}
+
+/// Every environment's image, built first where the cache lacks it; one
+/// checkout at a time builds.
+pub(crate) fn images() -> Result<Vec<(String, PathBuf)>> {
+    let _lock = cache::lock("images")?;
+    image::ensure_all()
 }
 
 fn flag_value(args: &[String], flag: &str) -> Option<u16> {

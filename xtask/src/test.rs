@@ -2,7 +2,7 @@
 //! against a real server, real Chromium and the real images.
 
 use crate::build::{exec, npm_install};
-use crate::{build, image, root, serve};
+use crate::{build, root, serve};
 use anyhow::Result;
 use std::process::Command;
 
@@ -21,7 +21,7 @@ pub(crate) fn run(filters: &[String]) -> Result<()> {
     exec(&mut cmd)?;
 
     let site = build::site()?;
-    let images = image::ensure_all()?;
+    let images = crate::images()?;
     let (port, _server) = serve::start(0, site, images)?;
     let tests = root().join("tests");
     npm_install(&tests)?;
