@@ -1,10 +1,9 @@
 //! Small helpers over the page's elements, found by id.
 
-use vm_bridge::agent::AppInfo;
 use wasm_bindgen::prelude::*;
 use web_sys::{DataTransfer, DragEvent, Element, FileList, HtmlInputElement};
 
-fn document() -> web_sys::Document {
+pub(crate) fn document() -> web_sys::Document {
     web_sys::window()
         .and_then(|w| w.document())
         .expect("the page has a document")
@@ -70,8 +69,18 @@ pub(crate) fn input_value(id: &str) -> String {
         .unwrap_or_default()
 }
 
-fn listen<E: JsCast + 'static>(id: &str, event: &str, mut handler: impl FnMut(E) + 'static) {
-    let Some(el) = by_id(id) else { return };
+fn listen<E: JsCast + 'static>(id: &str, event: &str, handler: impl FnMut(E) + 'static) {
+    if let Some(el) = by_id(id) {
+        listen_on(&el, event, handler);
+    }
+}
+
+/// Calls `handler` on every `event` at `el`, for as long as the page lives.
+pub(crate) fn listen_on<E: JsCast + 'static>(
+    el: &web_sys::EventTarget,
+    event: &str,
+    mut handler: impl FnMut(E) + 'static,
+) {
     let closure = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| handler(e.unchecked_into()));
     let _ = el.add_event_listener_with_callback(event, closure.as_ref().unchecked_ref());
     // The page lives as long as its elements: the listener is never removed.
@@ -97,14 +106,6 @@ pub(crate) fn on_list_action(id: &str, handler: impl Fn(String, String) + 'stati
             handler(action, app);
         }
     });
-}
-
-/// The value of a `<textarea>`.
-pub(crate) fn textarea_value(id: &str) -> String {
-    by_id(id)
-        .and_then(|e| e.dyn_into::<web_sys::HtmlTextAreaElement>().ok())
-        .map(|t| t.value())
-        .unwrap_or_default()
 }
 
 /// Calls `handler` with the input's value as the user types.
@@ -203,79 +204,131 @@ pub(crate) async fn storage_estimate() -> Option<StorageUse> {
     })
 }
 
-/// Renders the app list as links with their sizes.
-pub(crate) fn render_apps(apps: &[AppInfo]) {
-    let Some(list) = by_id("apps") else { return };
-    list.set_text_content(None);
-    let doc = document();
-    let add = |parent: &Element, tag: &str, text: &str| -> Option<Element> {
-        let el = doc.create_element(tag).ok()?;
+/// Creates a `<tag>` with `text`, appended to `parent`.
+pub(crate) fn add(parent: &Element, tag: &str, text: &str) -> Element {
+    let el = document()
+        .create_element(tag)
+        .expect("creating an element with a fixed tag name");
+    if !text.is_empty() {
         el.set_text_content(Some(text));
-        parent.append_child(&el).ok()?;
-        Some(el)
+    }
+    let _ = parent.append_child(&el);
+    el
+}
+
+/// Sets attributes on an element; returns it for chaining.
+pub(crate) fn attrs(el: Element, attrs: &[(&str, &str)]) -> Element {
+    for (k, v) in attrs {
+        let _ = el.set_attribute(k, v);
+    }
+    el
+}
+
+/// Removes every child of the element with `id`, and returns the element.
+pub(crate) fn clear(id: &str) -> Option<Element> {
+    let el = by_id(id)?;
+    el.set_text_content(None);
+    Some(el)
+}
+
+/// Shows or hides an element (the `hidden` attribute).
+pub(crate) fn set_hidden(id: &str, hidden: bool) {
+    if let Some(el) = by_id(id).and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
+        el.set_hidden(hidden);
+    }
+}
+
+fn dialog(id: &str) -> Option<web_sys::HtmlDialogElement> {
+    by_id(id)?.dyn_into().ok()
+}
+
+/// Opens a `<dialog>` as a modal, unless it is open already.
+pub(crate) fn open_dialog(id: &str) {
+    if let Some(d) = dialog(id) {
+        if !d.open() {
+            let _ = d.show_modal();
+        }
+    }
+}
+
+/// Closes a `<dialog>`.
+pub(crate) fn close_dialog(id: &str) {
+    if let Some(d) = dialog(id) {
+        d.close();
+    }
+}
+
+/// True while a `<dialog>` is open.
+pub(crate) fn dialog_open(id: &str) -> bool {
+    dialog(id).is_some_and(|d| d.open())
+}
+
+/// Sets an `<input>`'s value.
+pub(crate) fn set_input_value(id: &str, value: &str) {
+    if let Some(input) = by_id(id).and_then(|e| e.dyn_into::<HtmlInputElement>().ok()) {
+        input.set_value(value);
+    }
+}
+
+/// True when the checkbox `id` is checked.
+pub(crate) fn checked(id: &str) -> bool {
+    by_id(id)
+        .and_then(|e| e.dyn_into::<HtmlInputElement>().ok())
+        .is_some_and(|i| i.checked())
+}
+
+/// Removes a localStorage entry.
+pub(crate) fn local_storage_remove(key: &str) {
+    if let Some(storage) = local_storage() {
+        let _ = storage.remove_item(key);
+    }
+}
+
+/// The page's origin, e.g. `http://localhost:8080`.
+pub(crate) fn origin() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_default()
+}
+
+/// Scrolls a scrollable element to its end.
+pub(crate) fn scroll_to_end(id: &str) {
+    if let Some(el) = by_id(id) {
+        el.set_scroll_top(el.scroll_height());
+    }
+}
+
+/// Copies `text` to the clipboard; false when the browser refused.
+pub(crate) async fn copy_text(text: &str) -> bool {
+    let Some(window) = web_sys::window() else {
+        return false;
     };
-    for app in apps {
-        let Ok(item) = doc.create_element("li") else {
-            continue;
-        };
-        let _ = item.set_attribute("data-app", &app.name);
-        let _ = item.set_attribute("data-state", &app.state);
-        let _ = item.set_attribute("data-kind", &app.kind);
-        if let Some(dot) = add(&item, "i", "") {
-            let _ = dot.set_attribute("class", "dot");
-            let _ = dot.set_attribute("title", &app.state);
-        }
-        add(&item, "strong", &app.name);
-        let url = format!("/app/{}/", app.name);
-        if let Some(link) = add(&item, "a", &url) {
-            let _ = link.set_attribute("href", &url);
-            let _ = link.set_attribute("target", "_blank");
-        }
-        let mut facts = vec![if app.kind_label.is_empty() {
-            "static site".to_string()
-        } else {
-            app.kind_label.clone()
-        }];
-        if app.state != "static" && !app.state.is_empty() {
-            facts.push(app.state.clone());
-        }
-        if let Some(port) = app.port {
-            facts.push(format!("port {port}"));
-        }
-        if let Some(kb) = app.rss_kb {
-            facts.push(format!("{:.1} MiB", kb as f64 / 1024.0));
-        }
-        if app.restarts > 0 {
-            facts.push(format!("{} restarts", app.restarts));
-        }
-        facts.push(format!("{} files, {} bytes", app.files, app.bytes));
-        if let Some(meta) = add(&item, "span", &facts.join(" · ")) {
-            let _ = meta.set_attribute("class", "facts");
-        }
-        if app.port.is_some() {
-            let running = app.state == "running" || app.state == "starting";
-            let buttons: &[(&str, &str)] = if running {
-                &[("restart", "Restart"), ("stop", "Stop"), ("logs", "Logs")]
-            } else {
-                &[("start", "Start"), ("logs", "Logs")]
-            };
-            for (action, label) in buttons {
-                if let Some(b) = add(&item, "button", label) {
-                    let _ = b.set_attribute("type", "button");
-                    let _ = b.set_attribute("class", "small");
-                    let _ = b.set_attribute("data-action", action);
-                    let _ = b.set_attribute("data-app", &app.name);
-                }
-            }
-        }
-        if let Some(error) = &app.error {
-            if let Some(pre) = add(&item, "pre", error) {
-                let _ = pre.set_attribute("class", "app-error");
-            }
-        }
-        let _ = list.append_child(&item);
-    }
-    if apps.is_empty() {
-        add(&list, "li", "No apps deployed yet.");
-    }
+    let promise = window.navigator().clipboard().write_text(text);
+    wasm_bindgen_futures::JsFuture::from(promise).await.is_ok()
+}
+
+/// Deletes a Cache API cache by name; true when one was deleted.
+pub(crate) async fn delete_cache(name: &str) -> bool {
+    let Some(caches) = web_sys::window().and_then(|w| w.caches().ok()) else {
+        return false;
+    };
+    wasm_bindgen_futures::JsFuture::from(caches.delete(name))
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
+
+/// True when the Cache API cache `name` holds an entry for `key`.
+pub(crate) async fn cache_has(name: &str, key: &str) -> bool {
+    let Some(caches) = web_sys::window().and_then(|w| w.caches().ok()) else {
+        return false;
+    };
+    let Ok(cache) = wasm_bindgen_futures::JsFuture::from(caches.open(name)).await else {
+        return false;
+    };
+    let cache: web_sys::Cache = cache.unchecked_into();
+    wasm_bindgen_futures::JsFuture::from(cache.match_with_str(key))
+        .await
+        .is_ok_and(|v| !v.is_undefined())
 }

@@ -1,5 +1,7 @@
-//! The files a user picked or dropped, and their packing into a tar archive.
+//! The files a user picked, dropped or unpacked from a ZIP, what they are
+//! (detection), and their packing into a tar archive.
 
+use appserver_proto::detect::{detect, DetectError, Detected, READ_FILES};
 use appserver_proto::tar::{archive_size, TarWriter, MAX_ARCHIVE_BYTES};
 use futures::channel::oneshot;
 use wasm_bindgen::prelude::*;
@@ -8,11 +10,42 @@ use web_sys::{
     DataTransfer, File, FileList, FileSystemDirectoryEntry, FileSystemEntry, FileSystemFileEntry,
 };
 
+/// One file of an upload: picked from disk, or unpacked in memory.
+#[derive(Clone)]
+enum Source {
+    File(File),
+    Bytes(std::rc::Rc<Vec<u8>>),
+}
+
+impl Source {
+    fn size(&self) -> f64 {
+        match self {
+            Source::File(f) => f.size(),
+            Source::Bytes(b) => b.len() as f64,
+        }
+    }
+
+    async fn bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Source::File(file) => {
+                let buffer = JsFuture::from(file.array_buffer())
+                    .await
+                    .map_err(|e| format!("Reading {path} failed: {e:?}"))?;
+                Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+            }
+            Source::Bytes(bytes) => Ok(bytes.to_vec()),
+        }
+    }
+}
+
 /// The files of one folder, with their paths relative to it.
 #[derive(Clone, Default)]
 pub(crate) struct Upload {
-    files: Vec<(String, File)>,
+    files: Vec<(String, Source)>,
 }
+
+/// Largest file read to decide what an upload is (package.json, app.py, ...).
+const DETECT_READ_LIMIT: f64 = 256.0 * 1024.0;
 
 impl Upload {
     /// The files from a `webkitdirectory` picker; the picked folder's own
@@ -29,9 +62,36 @@ impl Upload {
                 Some((_folder, rest)) => rest.to_owned(),
                 None => file.name(),
             };
-            files.push((path, file));
+            files.push((path, Source::File(file)));
         }
         Upload { files }
+    }
+
+    /// Files unpacked in memory (from a ZIP), by path.
+    pub(crate) fn from_entries(entries: Vec<(String, Vec<u8>)>) -> Self {
+        let files = entries
+            .into_iter()
+            .map(|(path, bytes)| (path, Source::Bytes(std::rc::Rc::new(bytes))))
+            .collect();
+        Upload { files }
+    }
+
+    /// The files' paths.
+    pub(crate) fn paths(&self) -> Vec<&str> {
+        self.files.iter().map(|(p, _)| p.as_str()).collect()
+    }
+
+    /// Decides what the upload is, reading the few files detection needs.
+    pub(crate) async fn detect(&self) -> Result<Detected, DetectError> {
+        let mut texts = std::collections::HashMap::new();
+        for (path, source) in &self.files {
+            if READ_FILES.contains(&path.as_str()) && source.size() <= DETECT_READ_LIMIT {
+                if let Ok(bytes) = source.bytes(path).await {
+                    texts.insert(path.clone(), String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        detect(&self.paths(), &|p| texts.get(p).cloned())
     }
 
     /// The files from a drag and drop: a dropped folder's contents, or
@@ -60,7 +120,7 @@ impl Upload {
                 walk(&mut upload.files, dir, prefix).await?;
             } else {
                 let file = entry_file(entry.unchecked_into()).await?;
-                upload.files.push((file.name(), file));
+                upload.files.push((file.name(), Source::File(file)));
             }
         }
         Ok(upload)
@@ -104,11 +164,8 @@ files out and deploy again.",
             ));
         }
         let mut tar = TarWriter::new();
-        for (path, file) in &self.files {
-            let buffer = JsFuture::from(file.array_buffer())
-                .await
-                .map_err(|e| format!("Reading {path} failed: {e:?}"))?;
-            let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+        for (path, source) in &self.files {
+            let bytes = source.bytes(path).await?;
             tar.add_file(path, &bytes)
                 .map_err(|e| format!("Cannot deploy {path}: {e}"))?;
         }
@@ -159,7 +216,7 @@ async fn read_batch(
 }
 
 async fn walk(
-    out: &mut Vec<(String, File)>,
+    out: &mut Vec<(String, Source)>,
     root: FileSystemDirectoryEntry,
     prefix: String,
 ) -> Result<(), String> {
@@ -180,10 +237,69 @@ async fn walk(
                 if entry.is_directory() {
                     stack.push((entry.unchecked_into(), path));
                 } else {
-                    out.push((path, entry_file(entry.unchecked_into()).await?));
+                    out.push((
+                        path,
+                        Source::File(entry_file(entry.unchecked_into()).await?),
+                    ));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The files of a ZIP file the user picked.
+pub(crate) async fn from_zip_file(file: &File) -> Result<Upload, String> {
+    if file.size() > MAX_ARCHIVE_BYTES as f64 {
+        return Err(too_large(&file.name(), file.size()));
+    }
+    let buffer = JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| format!("Reading {} failed: {e:?}", file.name()))?;
+    from_zip_bytes(&file.name(), &js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// The files of a ZIP fetched from `url` (same origin, or one that allows
+/// this page with CORS).
+pub(crate) async fn from_zip_url(url: &str) -> Result<Upload, String> {
+    if url.trim().is_empty() {
+        return Err("Type the URL of a ZIP file first.".into());
+    }
+    let window = web_sys::window().ok_or("no window")?;
+    let response = JsFuture::from(window.fetch_with_str(url.trim()))
+        .await
+        .map_err(|e| format!("Fetching {url} failed: {e:?}"))?;
+    let response: web_sys::Response = response.unchecked_into();
+    if !response.ok() {
+        return Err(format!("Fetching {url} failed: HTTP {}", response.status()));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("Reading {url} failed: {e:?}"))?;
+    let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+    if bytes.len() as u64 > MAX_ARCHIVE_BYTES {
+        return Err(too_large(url, bytes.len() as f64));
+    }
+    from_zip_bytes(url, &bytes)
+}
+
+fn too_large(what: &str, size: f64) -> String {
+    format!(
+        "{what} is {:.1} MiB; the upload limit is {} MiB.",
+        mib(size),
+        MAX_ARCHIVE_BYTES / (1024 * 1024)
+    )
+}
+
+fn from_zip_bytes(what: &str, bytes: &[u8]) -> Result<Upload, String> {
+    let entries = unzip(bytes).map_err(|e| format!("{what}: {e}"))?;
+    if entries.is_empty() {
+        return Err(format!("{what} holds no files: nothing to deploy."));
+    }
+    Ok(Upload::from_entries(entries))
+}
+
+// FIXME(#5): ZIP reading arrives with the deploy API's archive reader.
+fn unzip(_bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    Err("ZIP files cannot be read yet".into())
 }

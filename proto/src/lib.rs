@@ -7,11 +7,14 @@
 
 pub mod chunks;
 pub mod detect;
+pub mod env_vars;
 pub mod flow;
 pub mod frame;
 pub mod http1;
 pub mod names;
 pub mod paths;
+pub mod progress;
+pub mod requests;
 pub mod route;
 pub mod tar;
 pub mod tcp;

@@ -85,9 +85,19 @@ export async function loadStatic(page) {
   await loadEnvironment(page, "static");
 }
 
-/** Clicks Load on environment `id` and waits for ready. */
+/**
+ * Loads environment `id` from its card and waits for ready. A page that
+ * brings back the environment it remembers is loading it already: then
+ * there is nothing to click.
+ */
 export async function loadEnvironment(page, id) {
-  await page.click(`#load-${id}`);
+  const current = await page.evaluate(() => document.body.dataset.environment);
+  if (current !== id) {
+    if ((await page.evaluate(() => document.body.dataset.screen)) !== "environments") {
+      await page.click("#nav-environments");
+    }
+    await page.click(`#load-${id}`);
+  }
   await waitReady(page);
 }
 
@@ -99,18 +109,27 @@ export async function waitReady(page) {
 }
 
 /**
- * Deploys `dir` as app `name` through the page's folder picker, with the
- * environment variables `env` (text, KEY=value lines). Resolves with the
- * outcome's state (`done`, `error`, or `failed-start` for an app that was
- * deployed but did not start), the message, the detected kind and the
- * app's state, how long the deploy took in the page (`ms`, with the VM
- * save) and until the guest served the app (`agentMs`).
+ * Deploys `dir` as app `name` through the page's deploy dialog, as a person
+ * would: open it, type the name, pick the folder, add the environment
+ * variables `env` (text, KEY=value lines) as rows, press Deploy. Resolves
+ * with the outcome's state (`done`, `error`, or `failed-start` for an app
+ * that was deployed but did not start), the message, the detected kind and
+ * the app's state, how long the deploy took in the page (`ms`, with the VM
+ * save) and until the guest served the app (`agentMs`). The dialog is
+ * closed again afterwards unless `keepOpen`.
  */
-export async function deployFolder(page, name, dir, env = "") {
+export async function deployFolder(page, name, dir, env = "", { keepOpen = false } = {}) {
+  await openDeployDialog(page);
   // Forget the previous outcome, so the wait below sees this deploy's.
   await page.$eval("#deploy-status", (el) => { el.dataset.state = "pending"; delete el.dataset.agentMs; });
   await page.fill("#app-name", name);
-  await page.fill("#app-env", env);
+  await page.$$eval("#env-rows .row", (rows) => rows.forEach((r) => r.remove()));
+  for (const line of env.split("\n").map((l) => l.trim()).filter(Boolean)) {
+    const at = line.indexOf("=");
+    await page.click("#env-add");
+    await page.fill("#env-rows .row:last-child input[name=key]", at < 0 ? line : line.slice(0, at));
+    await page.fill("#env-rows .row:last-child input[name=value]", at < 0 ? "" : line.slice(at + 1));
+  }
   await page.setInputFiles("#folder-input", dir);
   const started = Date.now();
   await page.click("#deploy-button");
@@ -120,13 +139,33 @@ export async function deployFolder(page, name, dir, env = "") {
     { timeout: 240_000 },
   );
   const ms = Date.now() - started;
-  return page.evaluate((ms) => {
+  const outcome = await page.evaluate((ms) => {
     const el = document.getElementById("deploy-status");
     return {
       state: el.dataset.state, text: el.textContent, kind: el.dataset.kind, appState: el.dataset.appState,
       ms, agentMs: Number(el.dataset.agentMs ?? NaN),
     };
   }, ms);
+  if (!keepOpen) await page.click("#deploy-cancel");
+  return outcome;
+}
+
+/** Opens the deploy dialog from the header, unless it is open. */
+export async function openDeployDialog(page) {
+  if (!(await page.$eval("#deploy-dialog", (d) => d.open))) await page.click("#open-deploy");
+}
+
+/** Opens app `name`'s details dialog from its row and waits for its output. */
+export async function openDetails(page, name, action = "logs") {
+  await page.click(`#apps li[data-app="${name}"] button[data-action="${action}"]`);
+  await page.waitForFunction((name) => document.getElementById("app-dialog").open
+    && document.getElementById("logs").dataset.app === name
+    && document.getElementById("logs").textContent !== "Reading the output…", name);
+}
+
+/** Closes the app details dialog. */
+export async function closeDetails(page) {
+  await page.click("#app-close");
 }
 
 /** The app list as the page shows it: name -> {state, kind, text}. */

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
-  BASE, BOOT_TIMEOUT_MS, CHROMIUM_ARGS, deployFolder, fetchInPage, loadStatic, staticSite,
+  BASE, BOOT_TIMEOUT_MS, CHROMIUM_ARGS, deployFolder, fetchInPage, loadStatic, openDeployDialog, staticSite,
 } from "./harness.mjs";
 
 /** A browser with a profile on disk, so a second launch finds the first one's storage. */
@@ -80,6 +80,7 @@ describe("persistence", () => {
     cpSync(site.dir, v2, { recursive: true });
     writeFileSync(join(v2, "index.html"), "<!doctype html><h1 id=greeting>version two</h1>\n");
     writeFileSync(join(v2, "css", "main.css"), "h1 { color: rgb(1, 2, 3); }\n");
+    await openDeployDialog(page);
     await page.fill("#app-name", "site");
     await page.setInputFiles("#folder-input", v2);
     await page.click("#deploy-button");

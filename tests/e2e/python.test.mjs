@@ -144,6 +144,7 @@ describe("python environment", () => {
 
     await page.click('#apps li[data-app="crashy"] button[data-action="logs"]');
     await page.waitForFunction(() => /failing on purpose/.test(document.getElementById("logs").textContent));
+    await page.click("#app-close");
 
     const all = await page.evaluate(async () => Promise.all(
       ["/app/notes/", "/app/items/items", "/app/dj/"].map(async (u) => (await fetch(u)).status),

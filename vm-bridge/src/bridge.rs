@@ -15,6 +15,7 @@ use crate::timer::{now_ms, sleep, timeout};
 use appserver_proto::flow::SendWindow;
 use appserver_proto::frame::{Envelope, Frame, RequestHead, ResetCode};
 use appserver_proto::http1::{request_head, Event, ResponseParser};
+use appserver_proto::requests::{Record, RequestLog};
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
 use std::cell::RefCell;
@@ -86,6 +87,8 @@ pub enum BridgeError {
     Agent(AgentError),
     /// Browser storage failed: the change will not survive a reload.
     Store(String),
+    /// An image file could not be fetched, or did not match its hash.
+    Download(String),
 }
 
 /// A finished deploy.
@@ -95,6 +98,20 @@ pub struct Deployed {
     pub info: AppInfo,
     /// The compressed machine state stored for reloads, or why it was not.
     pub stored_bytes: Result<f64, BridgeError>,
+}
+
+impl BridgeError {
+    /// A stable code for the error, for the page and the API.
+    pub fn code(&self) -> &str {
+        match self {
+            BridgeError::Manifest(_) => "manifest_unavailable",
+            BridgeError::Engine(_) => "engine_failed",
+            BridgeError::NotReady => "not_running",
+            BridgeError::Agent(e) => e.code(),
+            BridgeError::Store(_) => "storage_failed",
+            BridgeError::Download(_) => "download_failed",
+        }
+    }
 }
 
 impl std::fmt::Display for BridgeError {
@@ -107,6 +124,7 @@ impl std::fmt::Display for BridgeError {
             }
             BridgeError::Agent(e) => write!(f, "{e}"),
             BridgeError::Store(why) => write!(f, "{why}"),
+            BridgeError::Download(why) => write!(f, "{why}"),
         }
     }
 }
@@ -138,6 +156,10 @@ struct Inner {
     /// Counts engine starts, so events of a replaced start are ignored.
     generation: std::cell::Cell<u32>,
     ready_after_ms: RefCell<Option<f64>>,
+    /// The code of the last load failure.
+    error_code: RefCell<String>,
+    /// Requests answered, by app.
+    requests: RefCell<RequestLog>,
 }
 
 /// The page's handle on the VM. Cheap to clone.
@@ -163,6 +185,8 @@ impl Bridge {
                 store: RefCell::new(None),
                 generation: std::cell::Cell::new(0),
                 ready_after_ms: RefCell::new(None),
+                error_code: RefCell::new(String::new()),
+                requests: RefCell::new(RequestLog::new()),
             }),
         }
     }
@@ -180,6 +204,32 @@ impl Bridge {
     /// Calls `listener` on every state change.
     pub fn on_state(&self, listener: impl Fn(&VmState) + 'static) {
         self.inner.listeners.borrow_mut().push(Rc::new(listener));
+    }
+
+    /// Why the last load failed: a stable code and the message, while the
+    /// state is [`VmState::Error`].
+    pub fn error_code(&self) -> Option<String> {
+        matches!(self.state(), VmState::Error(_)).then(|| self.inner.error_code.borrow().clone())
+    }
+
+    fn fail(&self, code: &str, message: String) {
+        log::error(&format!("{code}: {message}"));
+        *self.inner.error_code.borrow_mut() = code.to_owned();
+        self.set_state(VmState::Error(message));
+    }
+
+    /// The loaded environment's id and manifest.
+    pub fn environment(&self) -> Option<(String, Manifest)> {
+        let env = self.inner.env.borrow();
+        env.as_ref()
+            .map(|(id, spec)| (id.clone(), spec.manifest.clone()))
+    }
+
+    /// How many requests app `name` answered since the page loaded, and the
+    /// most recent ones, newest first.
+    pub fn requests(&self, name: &str) -> (u64, Vec<Record>) {
+        let log = self.inner.requests.borrow();
+        (log.count(name), log.recent(name))
     }
 
     fn set_state(&self, state: VmState) {
@@ -214,7 +264,7 @@ impl Bridge {
         });
         let result = self.start_env(env, base_url).await;
         if let Err(e) = &result {
-            self.set_state(VmState::Error(e.to_string()));
+            self.fail(&e.code().to_owned(), e.to_string());
         }
         result
     }
@@ -251,7 +301,38 @@ impl Bridge {
                 Err(e) => log::error(&e.to_string()),
             }
         }
-        self.start_engine(spec, from)
+        // Only the user's own saved state arrives here as bytes.
+        let from_saved = matches!(from, StartFrom::StateBytes(_));
+        let from = self.fetch_state(&spec, from).await?;
+        self.start_engine(spec, from, from_saved)
+    }
+
+    /// Fetches the image's warm state here rather than in the emulator, which
+    /// retries a failed download forever: a file that cannot be had, or that
+    /// the worker found corrupt, then fails the load with the reason.
+    async fn fetch_state(
+        &self,
+        spec: &ImageSpec,
+        from: StartFrom,
+    ) -> Result<StartFrom, BridgeError> {
+        let StartFrom::StateUrl(url) = from else {
+            return Ok(from);
+        };
+        let total = spec.manifest.state.as_ref().map_or(0.0, |s| s.size as f64);
+        let file = "state.bin.zst".to_owned();
+        self.set_state(VmState::Loading {
+            loaded: 0.0,
+            total,
+            file: file.clone(),
+        });
+        let buffer = fetch_bytes(&url).await.map_err(BridgeError::Download)?;
+        let loaded = buffer.byte_length() as f64;
+        self.set_state(VmState::Loading {
+            loaded,
+            total: total.max(loaded),
+            file,
+        });
+        Ok(StartFrom::StateBytes(buffer))
     }
 
     /// How to start from the image alone: its warm state if it ships one.
@@ -266,12 +347,18 @@ impl Bridge {
         self.inner.store.borrow().clone()
     }
 
-    fn start_engine(&self, spec: Rc<ImageSpec>, from: StartFrom) -> Result<(), BridgeError> {
-        let from_saved = matches!(from, StartFrom::StateBytes(_));
+    /// Starts the engine `from` a boot or a state; `from_saved` says that
+    /// the state is the user's saved one, which may fall back to the image's.
+    fn start_engine(
+        &self,
+        spec: Rc<ImageSpec>,
+        from: StartFrom,
+        from_saved: bool,
+    ) -> Result<(), BridgeError> {
         let label = match &from {
             StartFrom::Boot => "a cold boot",
-            StartFrom::StateUrl(_) => "the image's warm state",
-            StartFrom::StateBytes(_) => "the saved state",
+            _ if from_saved => "the saved state",
+            _ => "the image's warm state",
         };
         let mut events = self
             .inner
@@ -335,16 +422,23 @@ impl Bridge {
                             this.fall_back(spec.clone()).await;
                             return;
                         } else {
-                            this.set_state(VmState::Error(
+                            this.fail(
+                                "guest_unresponsive",
                                 "the restored VM does not answer".into(),
-                            ));
+                            );
                         }
                     }
                     EngineEvent::Console(line) => {
                         web_sys::console::debug_1(&format!("[guest] {line}").into())
                     }
                     EngineEvent::Ready => this.on_guest_ready().await,
-                    EngineEvent::Crashed(why) => this.set_state(VmState::Error(why)),
+                    EngineEvent::Crashed(why) => {
+                        let code = match this.state() {
+                            VmState::Loading { .. } => "download_failed",
+                            _ => "vm_crashed",
+                        };
+                        this.fail(code, why);
+                    }
                 }
             }
         });
@@ -359,8 +453,12 @@ impl Bridge {
             }
         }
         let from = self.image_start(&spec);
-        if let Err(e) = self.start_engine(spec, from) {
-            self.set_state(VmState::Error(e.to_string()));
+        let started = match self.fetch_state(&spec, from).await {
+            Ok(from) => self.start_engine(spec, from, false),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            self.fail(&e.code().to_owned(), e.to_string());
         }
     }
 
@@ -425,6 +523,16 @@ impl Bridge {
 
     /// Saves the machine's state, and with it one app's archive (or its
     /// removal), so both survive a reload. Returns the stored bytes.
+    /// Saves the whole machine now (apps, their processes and the data they
+    /// wrote since the last save), as before a switch of environment;
+    /// resolves to the bytes stored.
+    pub async fn save(&self) -> Result<f64, BridgeError> {
+        if self.state() != VmState::Ready {
+            return Err(BridgeError::NotReady);
+        }
+        self.persist(None).await
+    }
+
     async fn persist(
         &self,
         app: Option<(&str, Option<StoredApp<'_>>)>,
@@ -517,6 +625,7 @@ impl Bridge {
         agent::delete(&*self.inner.engine, name)
             .await
             .map_err(BridgeError::Agent)?;
+        self.inner.requests.borrow_mut().forget(name);
         self.refresh_apps().await?;
         self.persist(Some((name, None))).await.map(|_| ())
     }
@@ -670,16 +779,33 @@ impl Bridge {
                 let Some(port) = port else { return };
                 let this = self.clone();
                 spawn_local(async move {
+                    let status = Rc::new(std::cell::Cell::new(0));
                     let exchange = Exchange {
                         id,
                         port: port.clone(),
                         credit_rx,
+                        status: status.clone(),
                     };
+                    let started = now_ms();
+                    let (app, method) = (head.app.clone(), head.method.clone());
+                    let target = head
+                        .target
+                        .strip_prefix(&format!("/app/{app}"))
+                        .unwrap_or(&head.target)
+                        .to_owned();
                     futures::select! {
                         _ = this.run_stream(exchange, head, body).fuse() => {}
                         _ = cancel_rx.fuse() => {}
                     }
                     this.inner.streams.borrow_mut().remove(&id);
+                    let record = Record {
+                        at_ms: js_sys::Date::now(),
+                        method,
+                        target,
+                        status: status.get(),
+                        ms: now_ms() - started,
+                    };
+                    this.inner.requests.borrow_mut().record(&app, record);
                 });
             }
             Frame::Credit(n) => {
@@ -801,10 +927,18 @@ struct Exchange {
     id: u32,
     port: MessagePort,
     credit_rx: mpsc::UnboundedReceiver<u32>,
+    /// The status the browser gets: the response's, or the error page's
+    /// for a reset; 0 while neither was sent (a cancelled request).
+    status: Rc<std::cell::Cell<u16>>,
 }
 
 impl Exchange {
     fn send(&self, frame: Frame) {
+        match &frame {
+            Frame::Response(head) => self.status.set(head.status),
+            Frame::Reset(code, _) if self.status.get() == 0 => self.status.set(code.status()),
+            _ => {}
+        }
         send_on(&self.port, self.id, frame);
     }
 
@@ -840,6 +974,35 @@ fn send_on(port: &MessagePort, stream: u32, frame: Frame) {
     if let Err(e) = port.post_message_with_transferable(&buffer, &js_sys::Array::of1(&buffer)) {
         log::error(&format!("posting a frame to the worker failed: {e:?}"));
     }
+}
+
+/// The body of `url`, or why there is none: the status and the error text
+/// the worker answered with.
+async fn fetch_bytes(url: &str) -> Result<js_sys::ArrayBuffer, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("fetching {url} failed: {e:?}"))?
+        .unchecked_into();
+    if !response.ok() {
+        let text = match response.text() {
+            Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()),
+            Err(_) => None,
+        };
+        let why = text.unwrap_or_default();
+        return Err(format!(
+            "{url} answered {}: {}",
+            response.status(),
+            why.trim()
+        ));
+    }
+    let body = response
+        .array_buffer()
+        .map_err(|e| format!("reading {url} failed: {e:?}"))?;
+    JsFuture::from(body)
+        .await
+        .map_err(|e| format!("reading {url} failed: {e:?}"))
+        .map(|b| b.unchecked_into())
 }
 
 async fn fetch_manifest(base_url: &str) -> Result<Manifest, BridgeError> {

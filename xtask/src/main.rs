@@ -57,7 +57,7 @@ fn run() -> Result<()> {
         "build" => build::site().map(|p| println!("site: {}", p.display())),
         "image" => {
             let env = args.get(1).map(String::as_str).unwrap_or("static");
-            let _lock = cache::lock("images")?;
+            let _lock = cache::lock(&format!("image-{env}"))?;
             let dir = image::ensure(env)?;
             println!("image {env}: {}", dir.display());
             Ok(())
@@ -74,9 +74,12 @@ fn run() -> Result<()> {
 }
 
 /// Every environment's image, built first where the cache lacks it; one
-/// checkout at a time builds.
+/// checkout at a time builds each environment.
 pub(crate) fn images() -> Result<Vec<(String, PathBuf)>> {
-    let _lock = cache::lock("images")?;
+    let _locks = image::envs()?
+        .iter()
+        .map(|env| cache::lock(&format!("image-{env}")))
+        .collect::<Result<Vec<_>>>()?;
     image::ensure_all()
 }
 

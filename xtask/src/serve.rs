@@ -2,11 +2,12 @@
 //! HTTP Range support v86 needs to read disk images lazily.
 
 use anyhow::{anyhow, Result};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tiny_http::{Header, Request, Response, Server, StatusCode};
 
 /// Worker threads answering requests.
@@ -17,6 +18,10 @@ struct Roots {
     images: Vec<(String, PathBuf)>,
     /// Bytes of image files sent, for tests that check nothing is fetched twice.
     image_bytes: AtomicU64,
+    /// Environments whose image files are served with wrong bytes (not the
+    /// manifest), for tests of a failed load: `POST /__xtask/corrupt/<env>`
+    /// turns it on, `DELETE` off.
+    corrupt: Mutex<HashSet<String>>,
 }
 
 /// Serves until the process ends.
@@ -51,6 +56,7 @@ pub(crate) fn start(
         site,
         images,
         image_bytes: AtomicU64::new(0),
+        corrupt: Mutex::new(HashSet::new()),
     });
     for _ in 0..THREADS {
         let server = server.clone();
@@ -110,10 +116,30 @@ fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
             .with_header(header("Cache-Control", "no-store"));
         return request.respond(response);
     }
+    if let Some(env) = request.url().strip_prefix("/__xtask/corrupt/") {
+        let env = env.to_owned();
+        let mut corrupt = roots.corrupt.lock().unwrap_or_else(|e| e.into_inner());
+        let status = match request.method() {
+            tiny_http::Method::Post => {
+                corrupt.insert(env);
+                204
+            }
+            tiny_http::Method::Delete => {
+                corrupt.remove(&env);
+                204
+            }
+            _ => 405,
+        };
+        drop(corrupt);
+        return request.respond(Response::empty(StatusCode(status)));
+    }
     let Some(path) = resolve(roots, request.url()) else {
         let response = Response::from_string("not found\n").with_status_code(404);
         return request.respond(response);
     };
+    if is_corrupted(roots, request.url()) {
+        return respond_corrupted(request, &path);
+    }
     let mut file = File::open(&path)?;
     let len = file.metadata()?.len();
     let range = request
@@ -167,6 +193,37 @@ fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
     }
 }
 
+/// True for an image file (not its manifest) of an environment that tests
+/// asked to be served corrupted.
+fn is_corrupted(roots: &Roots, url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("/images/") else {
+        return false;
+    };
+    let Some((env, file)) = rest.split_once('/') else {
+        return false;
+    };
+    let corrupt = roots.corrupt.lock().unwrap_or_else(|e| e.into_inner());
+    corrupt.contains(env) && !file.starts_with("manifest.json")
+}
+
+/// Answers with as many bytes as the file has, all wrong, whatever range
+/// was asked for: what a broken mirror or disk would send.
+fn respond_corrupted(request: Request, path: &Path) -> std::io::Result<()> {
+    let len = std::fs::metadata(path)?.len();
+    let body = std::io::Read::take(std::io::repeat(0xA5), len);
+    let headers = vec![
+        header("Content-Type", content_type(path)),
+        header("Cache-Control", "no-store"),
+    ];
+    request.respond(Response::new(
+        StatusCode(200),
+        headers,
+        body,
+        Some(len as usize),
+        None,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +234,7 @@ mod tests {
             site: crate::root().join("web"),
             images: vec![],
             image_bytes: AtomicU64::new(0),
+            corrupt: Mutex::new(HashSet::new()),
         };
         assert_eq!(resolve(&roots, "/../Cargo.toml"), None);
         assert_eq!(resolve(&roots, "/images/static/../x"), None);
