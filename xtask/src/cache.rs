@@ -14,12 +14,13 @@ pub(crate) fn dir() -> PathBuf {
 }
 
 /// A short hex hash over the contents of `paths` (files, or folders walked
-/// in sorted order), with each file's path relative to `root` mixed in.
-/// Files for which `skip` says true (given the path relative to `root`) are
-/// left out.
+/// in sorted order), with each file's path relative to `root` mixed in,
+/// then `extra`. Files for which `skip` says true (given the path relative
+/// to `root`) are left out.
 pub(crate) fn recipe_hash(
     root: &Path,
     paths: &[&str],
+    extra: &[u8],
     skip: impl Fn(&Path) -> bool,
 ) -> Result<String> {
     let mut files = Vec::new();
@@ -35,6 +36,7 @@ pub(crate) fn recipe_hash(
         hasher.update([0]);
         hasher.update(std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
     }
+    hasher.update(extra);
     Ok(hex(&hasher.finalize()[..8]))
 }
 

@@ -47,9 +47,40 @@ const RECIPE: &[&str] = &[
     "proto/src/paths.rs",
     "proto/src/tar.rs",
     "proto/src/tar",
-    "Cargo.lock",
     "xtask/src/image.rs",
 ];
+
+/// The crates the guest agent is built from, by name and version, one per
+/// line and sorted: the part of Cargo.lock that belongs to the image, so
+/// that a dependency of the worker or the page rebuilds no image.
+fn agent_dependencies() -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root())
+        .args(["tree", "--locked", "-p", "guest-agent"])
+        .args(["--target", "i686-unknown-linux-gnu", "-e", "normal,build"])
+        .args(["--prefix", "none"])
+        .output()
+        .context("running cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree -p guest-agent failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut crates: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        // "name vX.Y.Z (/checkout/path) (*)": keep the name and version, as
+        // the path differs between checkouts.
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some(format!("{} {}", words.next()?, words.next()?))
+        })
+        .collect();
+    crates.sort();
+    crates.dedup();
+    Ok(crates.join("\n"))
+}
 
 /// Builds the guest agent as a static i386 binary and returns its path.
 fn build_agent() -> Result<PathBuf> {
@@ -84,7 +115,9 @@ pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(format!("APPSERVER_IMAGE_{}", env.to_uppercase())) {
         return Ok(PathBuf::from(dir));
     }
-    let hash = cache::recipe_hash(&root(), RECIPE, |path| other_env_file(path, env))?;
+    let hash = cache::recipe_hash(&root(), RECIPE, agent_dependencies()?.as_bytes(), |path| {
+        other_env_file(path, env)
+    })?;
     let out = cache::dir().join("images").join(format!("{env}-{hash}"));
     if out.join("manifest.json").exists() {
         return Ok(out);
