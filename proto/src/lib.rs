@@ -5,6 +5,7 @@
 //! how frames and HTTP/1.1 bytes are laid out) is tested on the host with
 //! `cargo test`.
 
+pub mod api;
 pub mod chunks;
 pub mod detect;
 pub mod env_vars;

@@ -7,7 +7,12 @@ use anyhow::Result;
 use std::process::Command;
 
 /// The crates whose tests run on the host.
-const HOST_CRATES: &[&str] = &["appserver-proto", "guest-agent", "xtask"];
+const HOST_CRATES: &[&str] = &[
+    "appserver-proto",
+    "appserver-upload",
+    "guest-agent",
+    "xtask",
+];
 
 /// Runs every test; with `filters`, only the end-to-end files whose name
 /// holds one of them (`cargo xtask test python`).
