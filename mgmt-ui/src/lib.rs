@@ -6,6 +6,7 @@
 //! crate finds its elements by id and wires them to the bridge. Which screen
 //! shows is `body[data-screen]`: `environments`, `loading` or `dashboard`.
 
+mod api;
 mod catalog;
 mod dashboard;
 mod deploy;
@@ -85,6 +86,7 @@ pub fn start() {
     loading::wire();
     deploy::wire(&page);
     details::wire(&page);
+    api::install(&page);
     // Every later visit brings the last environment back by itself.
     let last = dom::local_storage_get(LAST_ENV_KEY);
     if let Some(env) = last.as_deref().and_then(catalog::find) {

@@ -299,7 +299,9 @@ fn from_zip_bytes(what: &str, bytes: &[u8]) -> Result<Upload, String> {
     Ok(Upload::from_entries(entries))
 }
 
-// FIXME(#5): ZIP reading arrives with the deploy API's archive reader.
-fn unzip(_bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    Err("ZIP files cannot be read yet".into())
+fn unzip(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut files =
+        appserver_upload::zip::read(bytes, MAX_ARCHIVE_BYTES).map_err(|e| e.to_string())?;
+    appserver_upload::strip_common_folder(&mut files);
+    Ok(files)
 }

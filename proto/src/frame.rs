@@ -147,6 +147,10 @@ pub enum Frame {
     },
     /// Control stream, bridge to worker: the apps now deployed.
     Apps(Vec<String>),
+    /// Worker to bridge: opens a stream for the deploy API under
+    /// `/application-server/api/`, which the page answers itself. `app` is
+    /// empty and `target` is the whole path and query.
+    ApiRequest(RequestHead),
 }
 
 /// A frame with the stream it belongs to.
@@ -196,6 +200,7 @@ const KIND_RESET: u8 = 6;
 const KIND_WS_MESSAGE: u8 = 7;
 const KIND_WS_CLOSE: u8 = 8;
 const KIND_APPS: u8 = 9;
+const KIND_API_REQUEST: u8 = 10;
 
 impl Envelope {
     /// Builds an envelope.
@@ -216,11 +221,12 @@ impl Envelope {
             Frame::WsMessage { .. } => KIND_WS_MESSAGE,
             Frame::WsClose { .. } => KIND_WS_CLOSE,
             Frame::Apps(_) => KIND_APPS,
+            Frame::ApiRequest(_) => KIND_API_REQUEST,
         };
         w.u8(kind);
         w.u32(self.stream);
         match &self.frame {
-            Frame::Request(head) => {
+            Frame::Request(head) | Frame::ApiRequest(head) => {
                 w.str(&head.app);
                 w.str(&head.method);
                 w.str(&head.target);
@@ -264,14 +270,8 @@ impl Envelope {
         let kind = r.u8()?;
         let stream = r.u32()?;
         let frame = match kind {
-            KIND_REQUEST => Frame::Request(RequestHead {
-                app: r.string()?,
-                method: r.string()?,
-                target: r.string()?,
-                prefix: r.string()?,
-                headers: r.headers()?,
-                websocket: r.u8()? != 0,
-            }),
+            KIND_REQUEST => Frame::Request(r.request_head()?),
+            KIND_API_REQUEST => Frame::ApiRequest(r.request_head()?),
             KIND_RESPONSE => Frame::Response(ResponseHead {
                 status: r.u16()?,
                 headers: r.headers()?,
@@ -336,6 +336,17 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn request_head(&mut self) -> Result<RequestHead, FrameError> {
+        Ok(RequestHead {
+            app: self.string()?,
+            method: self.string()?,
+            target: self.string()?,
+            prefix: self.string()?,
+            headers: self.headers()?,
+            websocket: self.u8()? != 0,
+        })
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
         let end = self.pos.checked_add(n).ok_or(FrameError::Truncated)?;
         let slice = self.bytes.get(self.pos..end).ok_or(FrameError::Truncated)?;
@@ -417,6 +428,17 @@ mod tests {
                 },
             ),
             Envelope::new(0, Frame::Apps(vec!["site".into(), "api".into()])),
+            Envelope::new(
+                9,
+                Frame::ApiRequest(RequestHead {
+                    app: String::new(),
+                    method: "PUT".into(),
+                    target: "/application-server/api/apps/site?entry=x".into(),
+                    prefix: "/application-server/api".into(),
+                    headers: vec![("content-type".into(), b"application/zip".to_vec())],
+                    websocket: false,
+                }),
+            ),
         ]
     }
 

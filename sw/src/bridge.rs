@@ -9,6 +9,7 @@
 use crate::body;
 use crate::pages::{self, Failure};
 use crate::timer::sleep;
+use appserver_proto::api::API_PREFIX;
 use appserver_proto::flow::SendWindow;
 use appserver_proto::frame::{Envelope, Frame, RequestHead, ResetCode, ResponseHead};
 use appserver_proto::route::AppUrl;
@@ -26,6 +27,9 @@ const BRIDGE_WAIT_MS: u32 = 3_000;
 const LIVENESS_MS: f64 = 1_000.0;
 /// How long an app request waits for the response head.
 const HEAD_TIMEOUT_MS: u32 = 60_000;
+/// How long a deploy API request waits: a deploy unpacks, starts the app
+/// and saves the whole VM before it answers.
+const API_TIMEOUT_MS: u32 = 300_000;
 /// Largest request body forwarded to an app.
 pub(crate) const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
 /// Size of the data frames a request body is cut into.
@@ -42,7 +46,8 @@ struct Conn {
 }
 
 struct Stream {
-    app: AppUrl,
+    /// The app's URL, whose redirects are rewritten; `None` for the API.
+    app: Option<AppUrl>,
     method: String,
     head: Option<oneshot::Sender<HeadResult>>,
     body: Option<body::Sink>,
@@ -174,7 +179,10 @@ fn on_frame(data: JsValue) {
         }
         // Requests only travel from the worker to the bridge; WebSocket
         // frames get their handlers with the WebSocket tunnel.
-        Frame::Request(_) | Frame::WsMessage { .. } | Frame::WsClose { .. } => {}
+        Frame::Request(_)
+        | Frame::ApiRequest(_)
+        | Frame::WsMessage { .. }
+        | Frame::WsClose { .. } => {}
     }
 }
 
@@ -191,7 +199,7 @@ fn on_response_head(id: u32, mut head: ResponseHead) {
         return;
     };
     for (name, value) in head.headers.iter_mut() {
-        if name.eq_ignore_ascii_case("location") {
+        if let (true, Some(app)) = (name.eq_ignore_ascii_case("location"), &app) {
             let guest = String::from_utf8_lossy(value).into_owned();
             *value = app.browser_location(&guest).into_bytes();
         }
@@ -322,11 +330,52 @@ pub(crate) async fn forward(request: Request) -> Result<Response, Failure> {
     if known == Some(false) {
         return Err(unknown_app(&app.name));
     }
-    let method = request.method();
-    let body = read_body(&request).await?;
-    let headers = request_headers(&request);
+    let head = RequestHead {
+        app: app.name.clone(),
+        method: request.method(),
+        target: app.guest_target(),
+        prefix: app.prefix.clone(),
+        headers: Vec::new(),
+        websocket: false,
+    };
+    exchange(&request, Frame::Request, head, Some(app), HEAD_TIMEOUT_MS).await
+}
+
+/// Forwards one deploy API request to the page that runs the bridge, which
+/// answers it itself.
+pub(crate) async fn forward_api(request: Request) -> Result<Response, Failure> {
+    let url = web_sys::Url::new(&request.url())
+        .map_err(|_| Failure::new(ResetCode::Internal, "the request URL cannot be parsed"))?;
+    ensure_bridge().await.map_err(|_| Failure::no_page())?;
+    let head = RequestHead {
+        app: String::new(),
+        method: request.method(),
+        target: format!("{}{}", url.pathname(), url.search()),
+        prefix: API_PREFIX.to_owned(),
+        headers: Vec::new(),
+        websocket: false,
+    };
+    exchange(&request, Frame::ApiRequest, head, None, API_TIMEOUT_MS).await
+}
+
+/// Sends `head` (wrapped by `open`) with the request's headers and body on a
+/// new stream, and builds the browser's response from the answer.
+async fn exchange(
+    request: &Request,
+    open: fn(RequestHead) -> Frame,
+    mut head: RequestHead,
+    app: Option<AppUrl>,
+    timeout_ms: u32,
+) -> Result<Response, Failure> {
+    let body = read_body(request).await?;
+    head.headers = request_headers(request);
+    if let Some(body) = &body {
+        head.headers
+            .push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
     let (head_tx, head_rx) = oneshot::channel();
     let (credit_tx, mut credit_rx) = mpsc::unbounded();
+    let method = head.method.clone();
     let id = STATE.with(|s| {
         let mut s = s.borrow_mut();
         s.next_id = s.next_id.wrapping_add(1).max(1);
@@ -334,8 +383,8 @@ pub(crate) async fn forward(request: Request) -> Result<Response, Failure> {
         s.streams.insert(
             id,
             Stream {
-                app: app.clone(),
-                method: method.clone(),
+                app,
+                method,
                 head: Some(head_tx),
                 body: None,
                 credit: Some(credit_tx),
@@ -343,21 +392,7 @@ pub(crate) async fn forward(request: Request) -> Result<Response, Failure> {
         );
         id
     });
-    let mut headers = headers;
-    if let Some(body) = &body {
-        headers.push(("content-length".into(), body.len().to_string().into_bytes()));
-    }
-    send(
-        id,
-        Frame::Request(RequestHead {
-            app: app.name.clone(),
-            method,
-            target: app.guest_target(),
-            prefix: app.prefix.clone(),
-            headers,
-            websocket: false,
-        }),
-    );
+    send(id, open(head));
     if let Some(body) = body {
         let mut window = SendWindow::default();
         let mut offset = 0;
@@ -378,13 +413,13 @@ pub(crate) async fn forward(request: Request) -> Result<Response, Failure> {
     send(id, Frame::End);
     let outcome = futures::select! {
         head = head_rx.fuse() => head.unwrap_or_else(|_| Err(Failure::not_running())),
-        _ = sleep(HEAD_TIMEOUT_MS).fuse() => {
+        _ = sleep(timeout_ms).fuse() => {
             if remove(id).is_some() {
                 send(id, Frame::Reset(ResetCode::Timeout, "no response head in time".into()));
             }
             Err(Failure::new(
                 ResetCode::Timeout,
-                format!("The app did not answer within {} s.", HEAD_TIMEOUT_MS / 1000),
+                format!("No answer came within {} s.", timeout_ms / 1000),
             ))
         }
     };

@@ -5,7 +5,8 @@
 //! and `message` event to the functions exported here. The worker keeps no
 //! state that matters across restarts: when the browser stops and restarts
 //! it, the next app request asks the open pages for a new bridge port.
-//! It also serves environment image files from a verified cache.
+//! It also serves environment image files from a verified cache, and hands
+//! the deploy API (`/application-server/api/`) to the page that runs the VM.
 
 mod body;
 mod bridge;
@@ -13,6 +14,7 @@ mod images;
 mod pages;
 mod timer;
 
+use appserver_proto::api::API_PREFIX;
 use appserver_proto::route::RouteTable;
 use std::cell::OnceCell;
 use wasm_bindgen::prelude::*;
@@ -44,7 +46,15 @@ pub fn wants(url: &str) -> bool {
         .origin();
     let path = parsed.pathname();
     parsed.origin() == origin
-        && (images::image_path(&path).is_some() || with_routes(|t| t.classify(&path).is_some()))
+        && (images::image_path(&path).is_some()
+            || is_api(&path)
+            || with_routes(|t| t.classify(&path).is_some()))
+}
+
+/// True for the deploy API's paths.
+fn is_api(path: &str) -> bool {
+    path.strip_prefix(API_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Answers an app request. Always resolves to a `Response`: failures become
@@ -56,6 +66,12 @@ pub async fn handle_fetch(request: web_sys::Request) -> web_sys::Response {
         .unwrap_or_default();
     if let Some((env, file)) = images::image_path(&path) {
         return images::handle(request, env, file).await;
+    }
+    if is_api(&path) {
+        return match bridge::forward_api(request).await {
+            Ok(response) => response,
+            Err(failure) => failure.into_json_response(),
+        };
     }
     match bridge::forward(request).await {
         Ok(response) => response,

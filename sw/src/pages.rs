@@ -31,6 +31,32 @@ an environment, then reload this page.",
         )
     }
 
+    /// No page runs the bridge, so the deploy API has nobody to answer it.
+    pub(crate) fn no_page() -> Self {
+        Failure::new(
+            ResetCode::NotRunning,
+            "No page runs the Application Server: open /application-server/ in a tab of this \
+browser (or import /application-server/client.js, which opens it in a hidden frame), then try \
+again.",
+        )
+    }
+
+    /// The deploy API's JSON error for this failure.
+    pub(crate) fn into_json_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code.code(), "message": self.message }
+        });
+        let headers = Headers::new().expect("Headers constructor");
+        let _ = headers.set("content-type", "application/json");
+        let _ = headers.set("cache-control", "no-store");
+        let _ = headers.set("x-appserver-error", self.code.code());
+        let init = ResponseInit::new();
+        init.set_status(self.code.status());
+        init.set_headers(&headers);
+        Response::new_with_opt_str_and_init(Some(&body.to_string()), &init)
+            .expect("a status from ResetCode::status is always valid")
+    }
+
     /// The error page for this failure.
     pub(crate) fn into_response(self) -> Response {
         let status = self.code.status();

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { cpSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
+import { crc32, deflateRawSync } from "node:zlib";
 
 export const BASE = process.env.APP_BASE_URL ?? "http://localhost:8080";
 const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
@@ -200,4 +201,54 @@ export async function fetchInPage(page, url, init = {}) {
       ms: performance.now() - started,
     };
   }, { url, init });
+}
+
+/**
+ * A ZIP archive (deflated) of `files`: [{ path, data }]. Written here rather
+ * than by a tool so that tests can also make hostile archives (`../x`).
+ */
+export function zipOf(files) {
+  const locals = [];
+  const central = [];
+  let offset = 0;
+  for (const { path, data } of files) {
+    const bytes = Buffer.from(data);
+    const packed = deflateRawSync(bytes);
+    const name = Buffer.from(path);
+    const crc = crc32(bytes);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt16LE(8, 8);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(packed.length, 18);
+    local.writeUInt32LE(bytes.length, 22);
+    local.writeUInt16LE(name.length, 26);
+    locals.push(local, name, packed);
+    const entry = Buffer.alloc(46);
+    entry.writeUInt32LE(0x02014b50, 0);
+    entry.writeUInt16LE(20, 4);
+    entry.writeUInt16LE(20, 6);
+    entry.writeUInt16LE(8, 10);
+    entry.writeUInt32LE(crc, 16);
+    entry.writeUInt32LE(packed.length, 20);
+    entry.writeUInt32LE(bytes.length, 24);
+    entry.writeUInt16LE(name.length, 28);
+    entry.writeUInt32LE(offset, 42);
+    central.push(entry, name);
+    offset += local.length + name.length + packed.length;
+  }
+  const dir = Buffer.concat(central);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(files.length, 8);
+  end.writeUInt16LE(files.length, 10);
+  end.writeUInt32LE(dir.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, dir, end]);
+}
+
+/** The files of fixture folder `dir` as zipOf takes them, under `prefix`. */
+export function filesOf(dir, prefix = "") {
+  return walk(dir).map((path) => ({ path: prefix + path, data: readFileSync(join(dir, path)) }));
 }

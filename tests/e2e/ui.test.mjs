@@ -153,9 +153,11 @@ describe("management UI", () => {
     const deployed = await deployFolder(page, "site", site.dir, "", { keepOpen: true });
     assert.equal(deployed.state, "done", deployed.text);
     assert.ok(await page.isVisible("#deploy-open-app"));
+    const inPage = await fetchInPage(page, "/app/site/");
+    assert.equal(inPage.status, 200, inPage.text);
     const [tab] = await Promise.all([context.waitForEvent("page"), page.click("#deploy-open-app")]);
     await tab.waitForLoadState();
-    assert.match(await tab.textContent("h1"), /Hello from nginx in the VM/);
+    assert.match(await tab.textContent("body"), /Hello from nginx in the VM/);
     await tab.close();
     await page.click("#deploy-cancel");
 

@@ -5,6 +5,7 @@
 //! guest agent (built from proto) does not. Every path is checked with
 //! proto's upload path rules before a byte of its data is unpacked.
 
+pub mod deploy;
 pub mod multipart;
 pub mod zip;
 

@@ -7,7 +7,7 @@ use crate::engine::{ConnEvent, Engine, EngineError};
 use crate::timer::timeout;
 use appserver_proto::http1::{request_head, Event, ResponseParser};
 use futures::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The guest port the agent listens on.
@@ -16,7 +16,7 @@ pub const AGENT_PORT: u16 = 8081;
 const CALL_TIMEOUT_MS: u32 = 120_000;
 
 /// What the agent reports about one deployed app.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct AppInfo {
     /// The app's name.
     pub name: String,

@@ -7,13 +7,14 @@
 //! body bytes than the worker has granted credit for.
 
 use crate::agent::{self, AgentError, AppInfo};
+use crate::api::{ApiHandler, ApiRequest, ApiResponse};
 use crate::engine::{ConnEvent, Engine, EngineEvent, StartFrom};
 use crate::image::{ImageSpec, Manifest};
 use crate::log;
 use crate::store::{decompress, Store, StoredApp};
 use crate::timer::{now_ms, sleep, timeout};
 use appserver_proto::flow::SendWindow;
-use appserver_proto::frame::{Envelope, Frame, RequestHead, ResetCode};
+use appserver_proto::frame::{Envelope, Frame, RequestHead, ResetCode, ResponseHead};
 use appserver_proto::http1::{request_head, Event, ResponseParser};
 use appserver_proto::requests::{Record, RequestLog};
 use futures::channel::{mpsc, oneshot};
@@ -133,6 +134,8 @@ impl std::error::Error for BridgeError {}
 
 struct StreamCtx {
     head: Option<RequestHead>,
+    /// True for a deploy API request, which the page answers itself.
+    api: bool,
     body: Vec<u8>,
     credit: mpsc::UnboundedSender<u32>,
     credit_rx: Option<mpsc::UnboundedReceiver<u32>>,
@@ -160,6 +163,8 @@ struct Inner {
     error_code: RefCell<String>,
     /// Requests answered, by app.
     requests: RefCell<RequestLog>,
+    /// What answers the deploy API.
+    api: RefCell<Option<ApiHandler>>,
 }
 
 /// The page's handle on the VM. Cheap to clone.
@@ -187,6 +192,7 @@ impl Bridge {
                 ready_after_ms: RefCell::new(None),
                 error_code: RefCell::new(String::new()),
                 requests: RefCell::new(RequestLog::new()),
+                api: RefCell::new(None),
             }),
         }
     }
@@ -199,6 +205,11 @@ impl Bridge {
     /// Milliseconds from the start of the last load to ready, once ready.
     pub fn ready_after_ms(&self) -> Option<f64> {
         *self.inner.ready_after_ms.borrow()
+    }
+
+    /// Sets what answers the deploy API's requests.
+    pub fn set_api_handler(&self, handler: ApiHandler) {
+        *self.inner.api.borrow_mut() = Some(handler);
     }
 
     /// Calls `listener` on every state change.
@@ -743,15 +754,17 @@ impl Bridge {
             }
         };
         let id = envelope.stream;
+        let api = matches!(envelope.frame, Frame::ApiRequest(_));
         let mut streams = self.inner.streams.borrow_mut();
         match envelope.frame {
-            Frame::Request(head) => {
+            Frame::Request(head) | Frame::ApiRequest(head) => {
                 let (credit, credit_rx) = mpsc::unbounded();
                 let (cancel, cancel_rx) = oneshot::channel();
                 streams.insert(
                     id,
                     StreamCtx {
                         head: Some(head),
+                        api,
                         body: Vec::new(),
                         credit,
                         credit_rx: Some(credit_rx),
@@ -775,9 +788,26 @@ impl Bridge {
                     return;
                 };
                 let body = std::mem::take(&mut ctx.body);
+                let api = ctx.api;
                 let port = self.inner.port.borrow().as_ref().map(|(p, _)| p.clone());
                 let Some(port) = port else { return };
                 let this = self.clone();
+                if api {
+                    let exchange = Exchange {
+                        id,
+                        port,
+                        credit_rx,
+                        status: Rc::new(std::cell::Cell::new(0)),
+                    };
+                    spawn_local(async move {
+                        futures::select! {
+                            _ = this.run_api(exchange, head, body).fuse() => {}
+                            _ = cancel_rx.fuse() => {}
+                        }
+                        this.inner.streams.borrow_mut().remove(&id);
+                    });
+                    return;
+                }
                 spawn_local(async move {
                     let status = Rc::new(std::cell::Cell::new(0));
                     let exchange = Exchange {
@@ -820,6 +850,35 @@ impl Bridge {
             | Frame::Apps(_)
             | Frame::WsMessage { .. }
             | Frame::WsClose { .. } => {}
+        }
+    }
+
+    /// Answers one deploy API request with the page's handler.
+    async fn run_api(&self, mut ex: Exchange, head: RequestHead, body: Vec<u8>) {
+        let handler = self.inner.api.borrow().clone();
+        let response = match handler {
+            Some(handler) => {
+                handler(ApiRequest {
+                    method: head.method,
+                    target: head.target,
+                    headers: head.headers,
+                    body,
+                })
+                .await
+            }
+            None => ApiResponse::error(
+                503,
+                "not_running",
+                "This page does not answer the deploy API: open /application-server/.",
+            ),
+        };
+        ex.send(Frame::Response(ResponseHead {
+            status: response.status,
+            headers: response.headers,
+        }));
+        let mut window = SendWindow::default();
+        if ex.send_body(&mut window, &response.body).await {
+            ex.send(Frame::End);
         }
     }
 

@@ -1,8 +1,10 @@
 //! The page side of the Application Server: it owns the VM through an
 //! [`engine::Engine`], answers the service worker's frames with HTTP/1.1 on
-//! TCP connections into the guest, and talks to the guest agent for deploys.
+//! TCP connections into the guest, talks to the guest agent for deploys, and
+//! hands the deploy API's requests to the page.
 
 pub mod agent;
+pub mod api;
 pub mod bridge;
 pub mod engine;
 pub mod image;

@@ -35,6 +35,7 @@ pub async fn connect(bridge: &Bridge, script: &str) -> Result<(), JsValue> {
                 .ok()
                 .and_then(|v| v.as_string());
             if kind.as_deref() == Some("BRIDGE_WANTED") {
+                log::info("the service worker asked for the bridge again");
                 offer_port(&bridge, &registration);
             }
         })
