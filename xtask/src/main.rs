@@ -74,10 +74,12 @@ fn run() -> Result<()> {
 }
 
 /// Every environment's image, built first where the cache lacks it; one
-/// checkout at a time builds each environment.
+/// checkout at a time builds each environment (an image given by hand with
+/// `APPSERVER_IMAGE_<ENV>` waits for no build).
 pub(crate) fn images() -> Result<Vec<(String, PathBuf)>> {
     let _locks = image::envs()?
         .iter()
+        .filter(|env| std::env::var_os(format!("APPSERVER_IMAGE_{}", env.to_uppercase())).is_none())
         .map(|env| cache::lock(&format!("image-{env}")))
         .collect::<Result<Vec<_>>>()?;
     image::ensure_all()
