@@ -134,7 +134,7 @@ describe("static environment", () => {
 
   test("the page says what the browser stores", async () => {
     const text = await page.textContent("#storage");
-    assert.match(text, /Browser storage: [\d.]+ MiB used/);
+    assert.match(text, /^[\d.]+ MiB used \(image cache [\d.]+ MiB, saved VM and apps [\d.]+ (MiB|kB)\) of [\d.]+ MiB available/);
     const usage = Number(await page.$eval("#storage", (el) => el.dataset.usage));
     assert.ok(usage > 1e6, `usage ${usage} counts the cached image and the saved VM`);
   });
