@@ -70,6 +70,11 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
+/// Logs a rare event of the worker's link to the page, with a prefix.
+fn log(message: &str) {
+    web_sys::console::info_1(&format!("[appserver sw] {message}").into());
+}
+
 fn scope() -> ServiceWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
@@ -102,6 +107,7 @@ pub(crate) fn on_message(event: web_sys::ExtendableMessageEvent) {
         .and_then(|s| s.dyn_into::<web_sys::Client>().ok())
         .map(|c| c.id())
         .unwrap_or_default();
+    log(&format!("the page {client_id} connected its bridge"));
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
         on_frame(event.data());
     });
@@ -122,6 +128,12 @@ pub(crate) fn on_message(event: web_sys::ExtendableMessageEvent) {
         )
     });
     // Streams of a previous bridge will never be answered: fail them now.
+    if !orphans.is_empty() {
+        log(&format!(
+            "{} streams of the previous bridge failed",
+            orphans.len()
+        ));
+    }
     for (_, stream) in orphans {
         fail_stream(stream, Failure::not_running());
     }
@@ -275,6 +287,7 @@ async fn ensure_bridge() -> Result<(), Failure> {
             STATE.with(|s| s.borrow_mut().bridge_checked_ms = now);
             return Ok(());
         }
+        log(&format!("the bridge's page {id} is gone"));
         let orphans = STATE.with(|s| {
             let mut s = s.borrow_mut();
             s.conn = None;
@@ -298,9 +311,13 @@ async fn ensure_bridge() -> Result<(), Failure> {
             }
         }
     }
+    log("asked the open pages for a bridge");
     futures::select! {
         _ = rx.fuse() => Ok(()),
-        _ = sleep(BRIDGE_WAIT_MS).fuse() => Err(Failure::not_running()),
+        _ = sleep(BRIDGE_WAIT_MS).fuse() => {
+            log(&format!("no page offered a bridge within {BRIDGE_WAIT_MS} ms"));
+            Err(Failure::not_running())
+        }
     }
 }
 
@@ -412,7 +429,10 @@ async fn exchange(
     }
     send(id, Frame::End);
     let outcome = futures::select! {
-        head = head_rx.fuse() => head.unwrap_or_else(|_| Err(Failure::not_running())),
+        head = head_rx.fuse() => head.unwrap_or_else(|_| {
+            log(&format!("stream {id} ended without an answer"));
+            Err(Failure::not_running())
+        }),
         _ = sleep(timeout_ms).fuse() => {
             if remove(id).is_some() {
                 send(id, Frame::Reset(ResetCode::Timeout, "no response head in time".into()));

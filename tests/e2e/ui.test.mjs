@@ -6,11 +6,12 @@
 // Screenshots of each screen go to tests/output/screenshots/.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  BASE, closeDetails, deployFolder, fetchInPage, fixture, launch, openDeployDialog, openDetails,
-  openServer, staticSite, waitReady,
+  BASE, closeDetails, deployFolder, fetchInPage, filesOf, fixture, launch, openDeployDialog,
+  openDetails, openServer, sha256, staticSite, waitReady, zipOf,
 } from "./harness.mjs";
 
 const SHOTS = new URL("../output/screenshots/", import.meta.url).pathname;
@@ -178,6 +179,46 @@ describe("management UI", () => {
     assert.equal(await page.textContent("#app-url"), `${BASE}/app/site/`);
     await shot("07-app-details-static");
     await closeDetails(page);
+  });
+
+  test("a ZIP file or a ZIP URL deploys through the dialog; a ZIP escaping its folder is refused", async () => {
+    const files = filesOf(fixture("static-site"));
+    const dir = mkdtempSync(join(tmpdir(), "appserver-zip-"));
+    const good = join(dir, "site.zip");
+    // Zipped as a folder, as people do: the wrapper is dropped.
+    writeFileSync(good, zipOf(files.map((f) => ({ path: "my-site/" + f.path, data: f.data }))));
+    const evil = join(dir, "evil.zip");
+    writeFileSync(evil, zipOf([{ path: "../../etc/cron.d/evil", data: "x" }]));
+
+    await openDeployDialog(page);
+    await page.click('#deploy-dialog [role=tab][data-source="zip"]');
+    await page.setInputFiles("#zip-input", evil);
+    await page.waitForFunction(() => /escape/.test(document.getElementById("picked").textContent));
+    await shot("05b-deploy-zip-refused");
+
+    await page.fill("#app-name", "zipped");
+    await page.setInputFiles("#zip-input", good);
+    await page.waitForFunction(() => document.getElementById("detected").dataset.fit === "yes");
+    assert.match(await page.textContent("#picked"), new RegExp(`^${files.length} files`));
+    await page.$eval("#deploy-status", (el) => { el.dataset.state = "pending"; });
+    await page.click("#deploy-button");
+    await page.waitForFunction(() => ["done", "error"].includes(document.getElementById("deploy-status").dataset.state),
+      null, { timeout: 120_000 });
+    assert.match(await page.textContent("#deploy-status"), /Deployed zipped/);
+    for (const f of files) {
+      const r = await fetchInPage(page, "/app/zipped/" + f.path.split("/").map(encodeURIComponent).join("/"));
+      assert.equal(r.sha256, sha256(f.data), f.path);
+    }
+
+    // A ZIP fetched from a URL is unpacked the same way.
+    const url = "data:application/zip;base64," + zipOf(files).toString("base64");
+    await page.click('#deploy-dialog [role=tab][data-source="url"]');
+    await page.fill("#zip-url", url);
+    await page.$eval("#picked", (el) => { el.textContent = ""; });
+    await page.click("#zip-url-fetch");
+    await page.waitForFunction(() => /files/.test(document.getElementById("picked").textContent));
+    assert.match(await page.textContent("#picked"), new RegExp(`^${files.length} files`));
+    await page.click("#deploy-cancel");
   });
 
   test("switching environment warns about the running apps, then loads the other one", async () => {

@@ -6,7 +6,7 @@ use crate::log;
 use crate::timer::timeout;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{MessageEvent, ServiceWorkerContainer, ServiceWorkerRegistration};
+use web_sys::{MessageEvent, ServiceWorker, ServiceWorkerContainer, ServiceWorkerRegistration};
 
 /// How long to wait for the worker to take control of a page on first visit.
 const CLAIM_WAIT_MS: u32 = 10_000;
@@ -16,33 +16,55 @@ fn container() -> Result<ServiceWorkerContainer, JsValue> {
     Ok(window.navigator().service_worker())
 }
 
-/// Registers `script` as a module service worker for the whole origin, waits
-/// until it controls this page, and connects the bridge to it.
+/// Registers `script` as a module service worker for the whole origin and
+/// connects the bridge to it. A page the worker controls already (every
+/// visit after the first) connects at once: `register` checks the script
+/// for updates over the network, which can take seconds while the page
+/// downloads an image through the same server, and the worker's requests
+/// must not wait for that.
 pub async fn connect(bridge: &Bridge, script: &str) -> Result<(), JsValue> {
     let container = container()?;
-    let options = web_sys::RegistrationOptions::new();
-    options.set_scope("/");
-    options.set_type("module");
-    options.set_update_via_cache(web_sys::ServiceWorkerUpdateViaCache::None);
-    JsFuture::from(container.register_with_options(script, &options)).await?;
-    let registration: ServiceWorkerRegistration = JsFuture::from(container.ready()?).await?.into();
-
     let on_message = {
         let bridge = bridge.clone();
-        let registration = registration.clone();
+        let container = container.clone();
         Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
             let kind = js_sys::Reflect::get(&event.data(), &"type".into())
                 .ok()
                 .and_then(|v| v.as_string());
             if kind.as_deref() == Some("BRIDGE_WANTED") {
                 log::info("the service worker asked for the bridge again");
-                offer_port(&bridge, &registration);
+                // The worker that asks is the one controlling this page, or
+                // the one that registered since: it posted from `source`.
+                let worker = event
+                    .source()
+                    .and_then(|s| s.dyn_into::<ServiceWorker>().ok())
+                    .or_else(|| container.controller());
+                match worker {
+                    Some(worker) => offer_port(&bridge, &worker),
+                    None => log::error("no service worker to connect the bridge to"),
+                }
             }
         })
     };
     container.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
+    let connected = match container.controller() {
+        Some(worker) => {
+            offer_port(bridge, &worker);
+            true
+        }
+        None => false,
+    };
 
+    let options = web_sys::RegistrationOptions::new();
+    options.set_scope("/");
+    options.set_type("module");
+    options.set_update_via_cache(web_sys::ServiceWorkerUpdateViaCache::None);
+    JsFuture::from(container.register_with_options(script, &options)).await?;
+    let registration: ServiceWorkerRegistration = JsFuture::from(container.ready()?).await?.into();
+    if connected {
+        return Ok(());
+    }
     if container.controller().is_none() {
         // First visit: the worker claims this page when it activates.
         let (tx, rx) = futures::channel::oneshot::channel::<()>();
@@ -58,16 +80,15 @@ pub async fn connect(bridge: &Bridge, script: &str) -> Result<(), JsValue> {
             log::error("the service worker did not take control of this page");
         }
     }
-    offer_port(bridge, &registration);
+    match registration.active() {
+        Some(worker) => offer_port(bridge, &worker),
+        None => log::error("no active service worker to connect the bridge to"),
+    }
     Ok(())
 }
 
-/// Hands the active worker a fresh port to the bridge.
-fn offer_port(bridge: &Bridge, registration: &ServiceWorkerRegistration) {
-    let Some(worker) = registration.active() else {
-        log::error("no active service worker to connect the bridge to");
-        return;
-    };
+/// Hands `worker` a fresh port to the bridge.
+fn offer_port(bridge: &Bridge, worker: &ServiceWorker) {
     let channel = match web_sys::MessageChannel::new() {
         Ok(c) => c,
         Err(e) => return log::error(&format!("MessageChannel failed: {e:?}")),
