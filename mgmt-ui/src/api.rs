@@ -36,9 +36,9 @@ async fn handle(page: &Rc<Page>, routes: &ApiRoutes, request: ApiRequest) -> Api
             Err(e) => e,
             Ok(()) => match page.bridge.refresh_apps().await {
                 Ok(apps) => {
-                    crate::refresh_apps(page).await;
-                    let apps: Vec<_> = apps.iter().map(|a| app_json(page, a)).collect();
-                    ApiResponse::json(200, &serde_json::json!({ "apps": apps }))
+                    let list: Vec<_> = apps.iter().map(|a| app_json(page, a)).collect();
+                    crate::show_apps(page, apps).await;
+                    ApiResponse::json(200, &serde_json::json!({ "apps": list }))
                 }
                 Err(e) => bridge_error(&e),
             },

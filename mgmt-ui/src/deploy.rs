@@ -62,7 +62,7 @@ pub(crate) fn wire(page: &Rc<Page>) {
                 set_text("picked", "Reading the dropped folder…");
                 match Upload::from_drop(&transfer).await {
                     Ok(upload) => picked(&page, upload),
-                    Err(e) => set_text("picked", &e),
+                    Err(e) => pick_failed(&page, &e),
                 }
             });
         });
@@ -76,7 +76,7 @@ pub(crate) fn wire(page: &Rc<Page>) {
                 set_text("picked", &format!("Unpacking {}…", file.name()));
                 match crate::upload::from_zip_file(&file).await {
                     Ok(upload) => picked(&page, upload),
-                    Err(e) => set_text("picked", &e),
+                    Err(e) => pick_failed(&page, &e),
                 }
             });
         });
@@ -90,7 +90,7 @@ pub(crate) fn wire(page: &Rc<Page>) {
                 set_text("picked", &format!("Fetching {url}…"));
                 match crate::upload::from_zip_url(&url).await {
                     Ok(upload) => picked(&page, upload),
-                    Err(e) => set_text("picked", &e),
+                    Err(e) => pick_failed(&page, &e),
                 }
             });
         });
@@ -169,8 +169,23 @@ fn show_name(page: &Page, name: &str) {
 }
 
 /// Takes `upload` as the files to deploy and shows what they are.
+/// Files that could not be read or unpacked: nothing stays picked, so a
+/// deploy cannot take the previous pick by mistake.
+fn pick_failed(page: &Page, message: &str) {
+    *page.upload.borrow_mut() = None;
+    *page.detected.borrow_mut() = None;
+    set_text("picked", message);
+    dom::set_data("picked", "state", "error");
+    set_text("detected-summary", "Nothing to deploy yet.");
+    dom::set_input_value("app-entry", "");
+    dom::set_input_value("app-command", "");
+    dom::set_data("detected", "kind", "");
+    show_compat(page);
+}
+
 fn picked(page: &Rc<Page>, upload: Upload) {
     set_text("picked", &upload.summary());
+    dom::set_data("picked", "state", "ok");
     *page.upload.borrow_mut() = Some(upload.clone());
     *page.detected.borrow_mut() = None;
     let page = page.clone();

@@ -343,17 +343,20 @@ async fn delete(page: &Rc<Page>, app: &str) {
 
 pub(crate) async fn refresh_apps(page: &Page) {
     match page.bridge.refresh_apps().await {
-        Ok(apps) => {
-            let changing = apps
-                .iter()
-                .any(|a| a.state == "starting" || a.state == "restarting");
-            page.changing.set(changing);
-            dashboard::render_apps(&apps, &page.bridge);
-            *page.apps.borrow_mut() = apps;
-            if let Ok(status) = page.bridge.guest_status().await {
-                dashboard::show_memory(&status);
-            }
-        }
+        Ok(apps) => show_apps(page, apps).await,
         Err(e) => set_text("apps-error", &format!("Listing apps failed: {e}")),
+    }
+}
+
+/// Shows `apps`, just read from the guest, on the dashboard.
+pub(crate) async fn show_apps(page: &Page, apps: Vec<AppInfo>) {
+    let changing = apps
+        .iter()
+        .any(|a| a.state == "starting" || a.state == "restarting");
+    page.changing.set(changing);
+    dashboard::render_apps(&apps, &page.bridge);
+    *page.apps.borrow_mut() = apps;
+    if let Ok(status) = page.bridge.guest_status().await {
+        dashboard::show_memory(&status);
     }
 }

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { BASE, CHROMIUM_ARGS, deployFolder, loadStatic, staticSite } from "../e2e/harness.mjs";
+import { benchNodejs } from "./nodejs.mjs";
 import { benchPython } from "./python.mjs";
 
 const SMALL = "data/asset-2k.bin";
@@ -179,6 +180,7 @@ try {
   await page.close();
   if (!process.env.BENCH_ONLY_STATIC) {
     await benchPython(context, { print, percentile, latencies, throughput });
+    await benchNodejs(context, { print, percentile, latencies, throughput });
   }
 } finally {
   await context.close();

@@ -4,33 +4,17 @@
 // the service worker, VM memory with three apps, and the same Flask app run
 // natively (the image's own i386 Python in a chroot on this host) for the
 // ratio.
-import { spawn } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { deployFolder, fixture, waitReady } from "../e2e/harness.mjs";
+import { deployFolder, firstAnswer, fixture } from "../e2e/harness.mjs";
+import { imageRootfs, openEnvironment, printEnvironment, withNativeApp } from "./envs.mjs";
 
 export async function benchPython(context, { print, percentile, latencies, throughput }) {
-  const page = await context.newPage();
-  await page.goto(`${process.env.APP_BASE_URL ?? "http://localhost:8080"}/application-server/`);
-  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
-  // The profile remembers the static environment: switch as a user would
-  // come back to another one, by choosing it before the page starts.
-  await page.evaluate(() => localStorage.setItem("appserver.environment", "python"));
-  const clicked = Date.now();
-  await page.reload();
-  await waitReady(page);
-  print("python_first_load_to_ready", (Date.now() - clicked) / 1000, "s");
+  const page = await openEnvironment(context, "python", print);
 
   // Cold start: from the deploy's answer to the first 200 through the SW.
-  const firstOk = (url) => page.evaluate(async (url) => {
-    const t = performance.now();
-    for (;;) {
-      const r = await fetch(url, { cache: "no-store" });
-      if (r.status === 200) return { ms: performance.now() - t, text: await r.text() };
-      await new Promise((ok) => setTimeout(ok, 20));
-    }
-  }, url);
+  const firstOk = (url) => firstAnswer(page, url);
   for (const [name, dir, url, label] of [
     ["notes", "python/flask-notes", "/app/notes/whoami", "flask"],
     ["items", "python/fastapi-items", "/app/items/items", "fastapi"],
@@ -65,52 +49,27 @@ export async function benchPython(context, { print, percentile, latencies, throu
     print(`python_${label}_rps_10_concurrent`, rps, "req/s");
     vm[label] = { p50: percentile(lat, 50), rps };
   }
-  const usedKb = Number(await page.$eval("#vm-status", (el) => el.dataset.usedKb ?? "0"));
-  if (usedKb) print("python_vm_memory_in_use_3_apps", usedKb / 1024, "MiB");
-  const manifest = await (await fetch(`${process.env.APP_BASE_URL ?? "http://localhost:8080"}/images/python/manifest.json`)).json();
-  print("python_image_disk", manifest.files.disk.size / 1e6, "MB");
-  if (manifest.state) {
-    print("python_warm_state_raw", manifest.state.raw_size / 1e6, "MB");
-    print("python_warm_state_compressed", manifest.state.size / 1e6, "MB");
-  }
+  await printEnvironment(page, "python", print);
 
   // The same Flask app natively: the image's rootfs (i386 Python, Flask) in
   // a chroot on this host, served by werkzeug as in the VM.
-  const rootfs = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "appserver/work/xtask-python/rootfs");
-  if (!existsSync(join(rootfs, "usr/bin/python3"))) {
-    console.error(`no ${rootfs}: no native ratio printed`);
-    await page.close();
-    return;
-  }
-  cpSync(changed, join(rootfs, "tmp/bench-notes"), { recursive: true });
-  const port = 18000 + Math.floor(Math.random() * 1000);
-  const proc = spawn("chroot", [rootfs, "/usr/bin/python3", "-c",
-    `import sys; sys.path.insert(0, "/tmp/bench-notes"); import os; os.chdir("/tmp/bench-notes")
+  const rootfs = imageRootfs("python");
+  if (rootfs) {
+    cpSync(changed, join(rootfs, "tmp/bench-notes"), { recursive: true });
+    const serve = `import os, sys; sys.path.insert(0, "/tmp/bench-notes"); os.chdir("/tmp/bench-notes")
 from app import app
 from werkzeug.serving import make_server, WSGIRequestHandler
 class Quiet(WSGIRequestHandler):
     def log_request(self, *a, **k): pass
-make_server("127.0.0.1", ${port}, app, threaded=True, request_handler=Quiet).serve_forever()`],
-  { stdio: "inherit" });
-  try {
-    const native = await context.newPage();
-    for (let i = 0; i < 100; i++) {
-      try {
-        await native.goto(`http://127.0.0.1:${port}/whoami`);
-        break;
-      } catch {
-        await new Promise((ok) => setTimeout(ok, 100));
-      }
-    }
-    const lat = await latencies(native, "/whoami", 40);
-    const rps = await throughput(native, "/whoami", 10, 100);
-    print("native_flask_p50", percentile(lat, 50), "ms");
-    print("native_flask_rps_10_concurrent", rps, "req/s");
-    print("ratio_flask_p50_vm_over_native", vm.flask.p50 / percentile(lat, 50), "x");
-    print("ratio_flask_rps_native_over_vm", rps / vm.flask.rps, "x");
-    await native.close();
-  } finally {
-    proc.kill();
+make_server("127.0.0.1", int(os.environ["PORT"]), app, threaded=True, request_handler=Quiet).serve_forever()`;
+    await withNativeApp(context, rootfs, ["/usr/bin/python3", "-c", serve], {}, "/whoami", async (native) => {
+      const lat = await latencies(native, "/whoami", 40);
+      const rps = await throughput(native, "/whoami", 10, 100);
+      print("native_flask_p50", percentile(lat, 50), "ms");
+      print("native_flask_rps_10_concurrent", rps, "req/s");
+      print("ratio_flask_p50_vm_over_native", vm.flask.p50 / percentile(lat, 50), "x");
+      print("ratio_flask_rps_native_over_vm", rps / vm.flask.rps, "x");
+    });
   }
   await page.close();
 }

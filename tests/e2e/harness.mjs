@@ -252,3 +252,15 @@ export function zipOf(files) {
 export function filesOf(dir, prefix = "") {
   return walk(dir).map((path) => ({ path: prefix + path, data: readFileSync(join(dir, path)) }));
 }
+
+/** Asks for `url` from the page until it answers 200: the time that took and the text. */
+export async function firstAnswer(page, url) {
+  return page.evaluate(async (url) => {
+    const t = performance.now();
+    for (;;) {
+      const r = await fetch(url, { cache: "no-store" });
+      if (r.status === 200) return { ms: performance.now() - t, text: await r.text() };
+      await new Promise((ok) => setTimeout(ok, 20));
+    }
+  }, url);
+}

@@ -194,9 +194,15 @@ describe("management UI", () => {
     await page.click('#deploy-dialog [role=tab][data-source="zip"]');
     await page.setInputFiles("#zip-input", evil);
     await page.waitForFunction(() => /escape/.test(document.getElementById("picked").textContent));
+    assert.equal(await page.$eval("#picked", (el) => el.dataset.state), "error");
     await shot("05b-deploy-zip-refused");
-
+    // The refused ZIP leaves nothing picked: the folder picked before is not deployed instead.
     await page.fill("#app-name", "zipped");
+    await page.$eval("#deploy-status", (el) => { el.dataset.state = "pending"; });
+    await page.click("#deploy-button");
+    await page.waitForFunction(() => document.getElementById("deploy-status").dataset.state === "error");
+    assert.match(await page.textContent("#deploy-status"), /Pick a folder or a ZIP/);
+
     await page.setInputFiles("#zip-input", good);
     await page.waitForFunction(() => document.getElementById("detected").dataset.fit === "yes");
     assert.match(await page.textContent("#picked"), new RegExp(`^${files.length} files`));

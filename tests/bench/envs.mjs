@@ -1,0 +1,76 @@
+// What the environment benches share: opening the page on an environment,
+// the image's sizes, and an app run natively from the image's own rootfs
+// (i386 binaries in a chroot on this host) as the ratio's denominator.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { waitReady } from "../e2e/harness.mjs";
+
+const BASE = process.env.APP_BASE_URL ?? "http://localhost:8080";
+
+/**
+ * Opens the management page on environment `env`, as a user who comes back
+ * to it: chosen before the page starts. Prints the time to ready.
+ */
+export async function openEnvironment(context, env, print) {
+  const page = await context.newPage();
+  await page.goto(`${BASE}/application-server/`);
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
+  await page.evaluate((env) => localStorage.setItem("appserver.environment", env), env);
+  const clicked = Date.now();
+  await page.reload();
+  await waitReady(page);
+  print(`${env}_first_load_to_ready`, (Date.now() - clicked) / 1000, "s");
+  return page;
+}
+
+/** Prints the VM's memory in use as the page shows it, and the image's sizes. */
+export async function printEnvironment(page, env, print) {
+  const usedKb = Number(await page.$eval("#vm-status", (el) => el.dataset.usedKb ?? "0"));
+  if (usedKb) print(`${env}_vm_memory_in_use_3_apps`, usedKb / 1024, "MiB");
+  const manifest = await (await fetch(`${BASE}/images/${env}/manifest.json`)).json();
+  print(`${env}_image_disk`, manifest.files.disk.size / 1e6, "MB");
+  if (manifest.state) {
+    print(`${env}_warm_state_raw`, manifest.state.raw_size / 1e6, "MB");
+    print(`${env}_warm_state_compressed`, manifest.state.size / 1e6, "MB");
+  }
+}
+
+/**
+ * The rootfs the image of `env` was built from, or null (with a note) when
+ * this cache has none.
+ */
+export function imageRootfs(env) {
+  const rootfs = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), `appserver/work/xtask-${env}/rootfs`);
+  if (existsSync(join(rootfs, "usr/bin"))) return rootfs;
+  console.error(`no ${rootfs}: no native ratio printed`);
+  return null;
+}
+
+/**
+ * Runs `argv` in `rootfs` with `env` (PORT set to a free port), opens a page
+ * on `path` once it answers, and hands it to `measure`; stops the server after.
+ */
+export async function withNativeApp(context, rootfs, argv, env, path, measure) {
+  const port = 18000 + Math.floor(Math.random() * 2000);
+  const proc = spawn("chroot", [rootfs, ...argv], {
+    stdio: "inherit",
+    env: { ...process.env, ...env, PORT: String(port) },
+  });
+  try {
+    const native = await context.newPage();
+    for (let i = 0; i < 100; i++) {
+      try {
+        await native.goto(`http://127.0.0.1:${port}${path}`);
+        break;
+      } catch {
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
+    }
+    await measure(native);
+    await native.close();
+  } finally {
+    proc.kill();
+  }
+}
