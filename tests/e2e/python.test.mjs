@@ -175,6 +175,8 @@ describe("python environment", () => {
     assert.equal(home.status, 200);
     // The process was saved with the VM: its in-memory notes are still there.
     assert.match(home.text, /<li>buy milk<\/li><li>second<\/li>/);
+    // The dashboard lists the apps once it has read them from the guest.
+    await page.waitForFunction(() => document.querySelectorAll("#apps li[data-app]").length >= 3);
     const apps = await listedApps(page);
     assert.equal(apps.notes.state, "running");
     assert.equal(apps.dj.state, "running");

@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: prints the figures, one `name: value unit` per line.
+//! `cargo xtask bench`: prints the figures, one `name: value unit` per line:
+//! the browser's (tests/bench), then a cold boot of the static image.
 
 use crate::build::{exec, npm_install};
 use crate::{build, root, serve};
@@ -18,6 +19,10 @@ pub(crate) fn run() -> Result<()> {
             println!("image_{env}_{name}_size: {:.1} MB", len as f64 / 1e6);
         }
     }
+    let static_dir = images
+        .iter()
+        .find(|(e, _)| e == "static")
+        .map(|(_, d)| d.clone());
     let (port, _server) = serve::start(0, site, images)?;
     let tests = root().join("tests");
     npm_install(&tests)?;
@@ -26,5 +31,36 @@ pub(crate) fn run() -> Result<()> {
             .current_dir(&tests)
             .arg("bench/bench.mjs")
             .env("APP_BASE_URL", format!("http://localhost:{port}")),
-    )
+    )?;
+    if let Some(dir) = static_dir {
+        cold_boot(&dir)?;
+    }
+    Ok(())
+}
+
+/// Boots the static image from nothing (no warm state) in v86 under Node,
+/// as `images/boot-test.mjs` does, and prints how long it took: what every
+/// load would cost without the warm state.
+fn cold_boot(dir: &std::path::Path) -> Result<()> {
+    let out = Command::new("node")
+        .current_dir(root())
+        .arg("images/boot-test.mjs")
+        .arg(dir)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms = text
+        .lines()
+        .find_map(|l| l.strip_prefix("boot_to_ready_ms: "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    match ms {
+        Some(ms) if out.status.success() => {
+            println!("cold_boot_to_ready_static: {:.1} s", ms / 1000.0);
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "images/boot-test.mjs failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
