@@ -92,6 +92,8 @@ pub fn start() {
     if let Some(env) = last.as_deref().and_then(catalog::find) {
         spawn_local(load(page.clone(), env));
     }
+    // Tests (and scripts) wait for this before reading the page's state.
+    dom::set_body_data("started", "true");
     spawn_local(async move {
         if let Err(e) = vm_bridge::sw_link::connect(&bridge, "/sw.js").await {
             set_text(

@@ -10,6 +10,8 @@
 //! two builds never mix.
 
 use appserver_proto::chunks::{chunk_bounds, chunks_for, parse_range};
+use futures::future::{LocalBoxFuture, Shared};
+use futures::FutureExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -55,7 +57,13 @@ thread_local! {
     /// Disk chunk hashes by image version.
     static CHUNK_HASHES: RefCell<HashMap<String, Rc<Vec<[u8; 32]>>>> =
         RefCell::new(HashMap::new());
+    /// Files and chunks being read now, by cache key, so that requests for
+    /// the same one at once share a single download.
+    static IN_FLIGHT: RefCell<HashMap<String, Read>> = RefCell::new(HashMap::new());
 }
+
+/// One read of a file or chunk that several requests can wait on.
+type Read = Shared<LocalBoxFuture<'static, Result<Rc<Vec<u8>>, String>>>;
 
 /// The environment and file of an image URL path (`/images/<env>/<file>`).
 pub(crate) fn image_path(path: &str) -> Option<(String, String)> {
@@ -129,8 +137,43 @@ async fn network_bytes(url: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, 
 }
 
 /// Bytes from the cache when they hash to `sha256`, else from the network
-/// (checked, then cached).
+/// (checked, then cached). v86 reads neighbouring blocks at once: a second
+/// request for a chunk that is still being fetched waits for that fetch
+/// instead of downloading the chunk again.
 async fn verified(
+    cache: &Cache,
+    key: &str,
+    url: &str,
+    range: Option<(u64, u64)>,
+    sha256: &[u8],
+) -> Result<Rc<Vec<u8>>, String> {
+    let read = IN_FLIGHT.with(|m| m.borrow().get(key).cloned());
+    let read = match read {
+        Some(read) => read,
+        None => {
+            let (cache, owned_key, url, sha) = (
+                cache.clone(),
+                key.to_owned(),
+                url.to_owned(),
+                sha256.to_vec(),
+            );
+            let read = async move {
+                read_verified(&cache, &owned_key, &url, range, &sha)
+                    .await
+                    .map(Rc::new)
+            }
+            .boxed_local()
+            .shared();
+            IN_FLIGHT.with(|m| m.borrow_mut().insert(key.to_owned(), read.clone()));
+            read
+        }
+    };
+    let result = read.await;
+    IN_FLIGHT.with(|m| m.borrow_mut().remove(key));
+    result
+}
+
+async fn read_verified(
     cache: &Cache,
     key: &str,
     url: &str,

@@ -92,6 +92,9 @@ export async function loadStatic(page) {
  * there is nothing to click.
  */
 export async function loadEnvironment(page, id) {
+  // The page's module sets its state at start (and, with an environment to
+  // bring back, which one) before anything else can be read.
+  await page.waitForFunction(() => document.body.dataset.started === "true");
   const current = await page.evaluate(() => document.body.dataset.environment);
   if (current !== id) {
     if ((await page.evaluate(() => document.body.dataset.screen)) !== "environments") {

@@ -18,6 +18,11 @@ struct Roots {
     images: Vec<(String, PathBuf)>,
     /// Bytes of image files sent, for tests that check nothing is fetched twice.
     image_bytes: AtomicU64,
+    /// Bytes of image files sent again: the same file and range once more.
+    image_repeat_bytes: AtomicU64,
+    /// The image files and byte ranges sent so far (`DELETE /__xtask/stats`
+    /// forgets them, for a test that starts with a new browser profile).
+    image_ranges: Mutex<HashSet<(String, u64, u64)>>,
     /// Environments whose image files are served with wrong bytes (not the
     /// manifest), for tests of a failed load: `POST /__xtask/corrupt/<env>`
     /// turns it on, `DELETE` off.
@@ -56,6 +61,8 @@ pub(crate) fn start(
         site,
         images,
         image_bytes: AtomicU64::new(0),
+        image_repeat_bytes: AtomicU64::new(0),
+        image_ranges: Mutex::new(HashSet::new()),
         corrupt: Mutex::new(HashSet::new()),
     });
     for _ in 0..THREADS {
@@ -106,10 +113,20 @@ fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
 }
 
 fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
+    if request.url() == "/__xtask/stats" && *request.method() == tiny_http::Method::Delete {
+        // A test starts afresh: what went out before counts as never sent.
+        roots
+            .image_ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        return request.respond(Response::empty(StatusCode(204)));
+    }
     if request.url() == "/__xtask/stats" {
         let body = format!(
-            "{{\"image_bytes\":{}}}",
-            roots.image_bytes.load(Ordering::Relaxed)
+            "{{\"image_bytes\":{},\"image_repeat_bytes\":{}}}",
+            roots.image_bytes.load(Ordering::Relaxed),
+            roots.image_repeat_bytes.load(Ordering::Relaxed)
         );
         let response = Response::from_string(body)
             .with_header(header("Content-Type", "application/json"))
@@ -161,9 +178,7 @@ fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
             };
             file.seek(SeekFrom::Start(start))?;
             let count = end - start + 1;
-            if request.url().starts_with("/images/") {
-                roots.image_bytes.fetch_add(count, Ordering::Relaxed);
-            }
+            count_image_bytes(roots, request.url(), start, end);
             let mut response = Response::new(
                 StatusCode(206),
                 common.to_vec(),
@@ -178,9 +193,7 @@ fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
             request.respond(response)
         }
         _ => {
-            if request.url().starts_with("/images/") {
-                roots.image_bytes.fetch_add(len, Ordering::Relaxed);
-            }
+            count_image_bytes(roots, request.url(), 0, len.saturating_sub(1));
             let response = Response::new(
                 StatusCode(200),
                 common.to_vec(),
@@ -190,6 +203,21 @@ fn answer(roots: &Roots, request: Request) -> std::io::Result<()> {
             );
             request.respond(response)
         }
+    }
+}
+
+/// Counts bytes `start..=end` of `url` as sent, and as sent again when the
+/// same file and range went out before.
+fn count_image_bytes(roots: &Roots, url: &str, start: u64, end: u64) {
+    if !url.starts_with("/images/") {
+        return;
+    }
+    let count = end + 1 - start;
+    roots.image_bytes.fetch_add(count, Ordering::Relaxed);
+    let path = url.split('?').next().unwrap_or(url).to_owned();
+    let mut sent = roots.image_ranges.lock().unwrap_or_else(|e| e.into_inner());
+    if !sent.insert((path, start, end)) {
+        roots.image_repeat_bytes.fetch_add(count, Ordering::Relaxed);
     }
 }
 
@@ -234,6 +262,8 @@ mod tests {
             site: crate::root().join("web"),
             images: vec![],
             image_bytes: AtomicU64::new(0),
+            image_repeat_bytes: AtomicU64::new(0),
+            image_ranges: Mutex::new(HashSet::new()),
             corrupt: Mutex::new(HashSet::new()),
         };
         assert_eq!(resolve(&roots, "/../Cargo.toml"), None);
