@@ -5,6 +5,7 @@
 //! page that runs the VM parses the rest with [`ApiRoutes`] and answers.
 
 use crate::names::{validate_app_name, NameError};
+use crate::route::percent_decode;
 use std::fmt;
 
 /// Where the API lives; every path under it is the API's.
@@ -213,25 +214,10 @@ pub fn query_values(query: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// Percent-decodes a query component; `None` when it is not UTF-8 or an
-/// escape is broken.
+/// Percent-decodes a query component, `+` being a space; `None` when it is
+/// not UTF-8 or an escape is broken.
 fn decode_component(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    percent_decode(&s.replace('+', " "))
 }
 
 #[cfg(test)]
