@@ -202,6 +202,11 @@ impl ApiRoutes {
     }
 }
 
+/// The body of every API error: `{"error": {"code": .., "message": ..}}`.
+pub fn error_body(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": code, "message": message } })
+}
+
 /// The value of `key` in a query string (`a=1&b=2`), percent-decoded with
 /// `+` as a space; every value when the key repeats.
 pub fn query_values(query: &str, key: &str) -> Vec<String> {
@@ -374,6 +379,14 @@ mod tests {
     fn method_errors_say_what_is_allowed() {
         let e = ApiRoutes::new().route("POST", "/apps").unwrap_err();
         assert_eq!(e.to_string(), "POST is not allowed here: use GET");
+    }
+
+    #[test]
+    fn error_bodies_have_one_shape() {
+        assert_eq!(
+            error_body("unknown_app", "no such app").to_string(),
+            r#"{"error":{"code":"unknown_app","message":"no such app"}}"#
+        );
     }
 
     #[test]

@@ -43,18 +43,8 @@ again.",
 
     /// The deploy API's JSON error for this failure.
     pub(crate) fn into_json_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code.code(), "message": self.message }
-        });
-        let headers = Headers::new().expect("Headers constructor");
-        let _ = headers.set("content-type", "application/json");
-        let _ = headers.set("cache-control", "no-store");
-        let _ = headers.set("x-appserver-error", self.code.code());
-        let init = ResponseInit::new();
-        init.set_status(self.code.status());
-        init.set_headers(&headers);
-        Response::new_with_opt_str_and_init(Some(&body.to_string()), &init)
-            .expect("a status from ResetCode::status is always valid")
+        let body = appserver_proto::api::error_body(self.code.code(), &self.message);
+        respond(self.code, "application/json", &body.to_string())
     }
 
     /// The error page for this failure.
@@ -76,16 +66,22 @@ again.",
             escape(&self.message),
             self.code.code()
         );
-        let headers = Headers::new().expect("Headers constructor");
-        let _ = headers.set("content-type", "text/html; charset=utf-8");
-        let _ = headers.set("cache-control", "no-store");
-        let _ = headers.set("x-appserver-error", self.code.code());
-        let init = ResponseInit::new();
-        init.set_status(status);
-        init.set_headers(&headers);
-        Response::new_with_opt_str_and_init(Some(&body), &init)
-            .expect("a status from ResetCode::status is always valid")
+        respond(self.code, "text/html; charset=utf-8", &body)
     }
+}
+
+/// A failure's response: its status, `body` of `content_type`, never cached,
+/// with the stable code in `X-Appserver-Error`.
+fn respond(code: ResetCode, content_type: &str, body: &str) -> Response {
+    let headers = Headers::new().expect("Headers constructor");
+    let _ = headers.set("content-type", content_type);
+    let _ = headers.set("cache-control", "no-store");
+    let _ = headers.set("x-appserver-error", code.code());
+    let init = ResponseInit::new();
+    init.set_status(code.status());
+    init.set_headers(&headers);
+    Response::new_with_opt_str_and_init(Some(body), &init)
+        .expect("a status from ResetCode::status is always valid")
 }
 
 /// A permanent redirect to `location`.

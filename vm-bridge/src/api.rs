@@ -60,10 +60,7 @@ impl ApiResponse {
     /// A JSON error, `{"error": {"code": .., "message": ..}}`, with the code
     /// also in `X-Appserver-Error`.
     pub fn error(status: u16, code: &str, message: &str) -> Self {
-        let mut response = Self::json(
-            status,
-            &serde_json::json!({ "error": { "code": code, "message": message } }),
-        );
+        let mut response = Self::json(status, &appserver_proto::api::error_body(code, message));
         response
             .headers
             .push(("x-appserver-error".into(), code.as_bytes().to_vec()));
