@@ -7,6 +7,7 @@
 //! moment for one of them to connect again.
 
 use crate::body;
+use crate::log;
 use crate::pages::{self, Failure};
 use crate::timer::sleep;
 use appserver_proto::api::API_PREFIX;
@@ -70,11 +71,6 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
-/// Logs a rare event of the worker's link to the page, with a prefix.
-fn log(message: &str) {
-    web_sys::console::info_1(&format!("[appserver sw] {message}").into());
-}
-
 fn scope() -> ServiceWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
@@ -99,7 +95,7 @@ pub(crate) fn on_message(event: web_sys::ExtendableMessageEvent) {
         return;
     }
     let Some(port) = event.ports().get(0).dyn_into::<MessagePort>().ok() else {
-        web_sys::console::error_1(&"appserver sw: BRIDGE_CONNECT without a port".into());
+        log::error("BRIDGE_CONNECT without a port");
         return;
     };
     let client_id = event
@@ -107,7 +103,7 @@ pub(crate) fn on_message(event: web_sys::ExtendableMessageEvent) {
         .and_then(|s| s.dyn_into::<web_sys::Client>().ok())
         .map(|c| c.id())
         .unwrap_or_default();
-    log(&format!("the page {client_id} connected its bridge"));
+    log::info(&format!("the page {client_id} connected its bridge"));
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
         on_frame(event.data());
     });
@@ -129,7 +125,7 @@ pub(crate) fn on_message(event: web_sys::ExtendableMessageEvent) {
     });
     // Streams of a previous bridge will never be answered: fail them now.
     if !orphans.is_empty() {
-        log(&format!(
+        log::info(&format!(
             "{} streams of the previous bridge failed",
             orphans.len()
         ));
@@ -151,7 +147,7 @@ fn on_frame(data: JsValue) {
     let envelope = match Envelope::decode(&bytes) {
         Ok(env) => env,
         Err(e) => {
-            web_sys::console::error_1(&format!("appserver sw: dropped a bad frame: {e}").into());
+            log::error(&format!("dropped a bad frame: {e}"));
             return;
         }
     };
@@ -287,7 +283,7 @@ async fn ensure_bridge() -> Result<(), Failure> {
             STATE.with(|s| s.borrow_mut().bridge_checked_ms = now);
             return Ok(());
         }
-        log(&format!("the bridge's page {id} is gone"));
+        log::info(&format!("the bridge's page {id} is gone"));
         let orphans = STATE.with(|s| {
             let mut s = s.borrow_mut();
             s.conn = None;
@@ -311,11 +307,11 @@ async fn ensure_bridge() -> Result<(), Failure> {
             }
         }
     }
-    log("asked the open pages for a bridge");
+    log::info("asked the open pages for a bridge");
     futures::select! {
         _ = rx.fuse() => Ok(()),
         _ = sleep(BRIDGE_WAIT_MS).fuse() => {
-            log(&format!("no page offered a bridge within {BRIDGE_WAIT_MS} ms"));
+            log::info(&format!("no page offered a bridge within {BRIDGE_WAIT_MS} ms"));
             Err(Failure::not_running())
         }
     }
@@ -430,7 +426,7 @@ async fn exchange(
     send(id, Frame::End);
     let outcome = futures::select! {
         head = head_rx.fuse() => head.unwrap_or_else(|_| {
-            log(&format!("stream {id} ended without an answer"));
+            log::info(&format!("stream {id} ended without an answer"));
             Err(Failure::not_running())
         }),
         _ = sleep(timeout_ms).fuse() => {

@@ -9,6 +9,7 @@
 //! whole. Only URLs carrying the manifest's version (`?v=`) are cached, so
 //! two builds never mix.
 
+use crate::log;
 use appserver_proto::chunks::{chunk_bounds, chunks_for, parse_range};
 use futures::future::{LocalBoxFuture, Shared};
 use futures::FutureExt;
@@ -184,9 +185,7 @@ async fn read_verified(
         if Sha256::digest(&bytes)[..] == *sha256 {
             return Ok(bytes);
         }
-        web_sys::console::warn_1(
-            &format!("appserver sw: cached {key} is corrupt; refetching").into(),
-        );
+        log::warn(&format!("cached {key} is corrupt; refetching"));
     }
     let bytes = network_bytes(url, range).await?;
     if Sha256::digest(&bytes)[..] != *sha256 {
@@ -235,7 +234,7 @@ pub(crate) async fn handle(request: Request, env: String, file: String) -> Respo
     match serve(&request, &env, &file).await {
         Ok(response) => response,
         Err(e) => {
-            web_sys::console::error_1(&format!("appserver sw: {e}").into());
+            log::error(&e);
             failure(502, &e)
         }
     }

@@ -11,6 +11,7 @@
 mod body;
 mod bridge;
 mod images;
+mod log;
 mod pages;
 mod timer;
 
