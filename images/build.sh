@@ -4,7 +4,9 @@
 #   images/build.sh ENV OUTDIR AGENT_BIN
 #
 #   ENV        environment to build: a name with images/envs/ENV.packages
-#              (`static`, `python`; `nodejs` later adds packages there)
+#              (`static`, `nodejs`, `nextjs`, `python`). An environment may
+#              build on another: BASE_ENV=nodejs in envs/ENV.conf layers
+#              ENV's packages, setup and files over those of nodejs.
 #   OUTDIR     where vmlinuz, initrd.img, disk.img and manifest.json go
 #   AGENT_BIN  the i686 static appserver-agent binary to install in the image
 #
@@ -69,8 +71,19 @@ FREE_MB=256            # room left on the disk for deployed apps
 CMDLINE="console=ttyS0 root=/dev/sda rw init=/sbin/appserver-init net.ifnames=0"
 CMDLINE+=" tsc=reliable mitigations=off random.trust_cpu=on cryptomgr.notests edd=off"
 CMDLINE+=" quiet loglevel=3"
+BASE_ENV=              # the environment this one builds on, if any
 # shellcheck source=/dev/null
 [[ -f $ENVS/$ENV_NAME.conf ]] && source "$ENVS/$ENV_NAME.conf"
+# The layers of this image, the one built on first; each brings its
+# ENV.packages, ENV.setup and ENV.rootfs/. One level: a base has no base.
+LAYERS=("$ENV_NAME")
+if [[ -n $BASE_ENV ]]; then
+    [[ -f $ENVS/$BASE_ENV.packages && $BASE_ENV != "$ENV_NAME" ]] || {
+        echo "build.sh: $ENV_NAME.conf builds on unknown environment '$BASE_ENV'" >&2
+        exit 1
+    }
+    LAYERS=("$BASE_ENV" "$ENV_NAME")
+fi
 
 # Modules the initrd loads (dependencies are added from modules.dep):
 # ata_piix drives v86's PIIX3 IDE controller (PCI 8086:7010) behind /dev/sda;
@@ -86,7 +99,9 @@ timing() { log "$1 took $((SECONDS - step_start)) s"; step_start=$SECONDS; }
 
 # Package list: base + environment, comments stripped, sorted, comma-joined.
 read_packages() { sed 's/#.*//' "$@" | tr -s ' \t' '\n' | sed '/^$/d' | sort -u | paste -sd, -; }
-PACKAGES=$(read_packages "$ENVS/base.packages" "$ENVS/$ENV_NAME.packages")
+package_files=("$ENVS/base.packages")
+for layer in "${LAYERS[@]}"; do package_files+=("$ENVS/$layer.packages"); done
+PACKAGES=$(read_packages "${package_files[@]}")
 BASE_KEY=$(printf '%s\n' "$SUITE" "$ARCH" "$VARIANT" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-16)
 BASE_TAR=$CACHE/debootstrap/base-$BASE_KEY.tar.zst
 WORK=${APPSERVER_WORK:-$CACHE/work/$ENV_NAME}
@@ -127,21 +142,26 @@ log "rootfs unpacked (kernel $KVER)"
 
 # Optional environment hook (later envs: e.g. npm/pip setup); runs on the host
 # with ROOTFS set and may use `chroot "$ROOTFS" ...`.
-if [[ -x $ENVS/$ENV_NAME.setup ]]; then
-    log "running $ENV_NAME.setup"
-    ROOTFS=$ROOTFS "$ENVS/$ENV_NAME.setup"
-fi
+for layer in "${LAYERS[@]}"; do
+    if [[ -x $ENVS/$layer.setup ]]; then
+        log "running $layer.setup"
+        ROOTFS=$ROOTFS "$ENVS/$layer.setup"
+    fi
+done
 
 # ----------------------------------------------------- 3. our files in it --
 # The overlay mirrors the image layout: sbin/appserver-init, etc/nginx/...
 # (tar keeps the merged-/usr symlinks such as /sbin -> usr/sbin intact).
 tar -C "$OVERLAY" --owner=0 --group=0 -cf - . \
     | tar -C "$ROOTFS" --keep-directory-symlink --no-overwrite-dir -xf -
-# Files of this environment only (envs/ENV.rootfs/, e.g. python's warm pool).
-if [[ -d $ENVS/$ENV_NAME.rootfs ]]; then
-    tar -C "$ENVS/$ENV_NAME.rootfs" --owner=0 --group=0 -cf - . \
-        | tar -C "$ROOTFS" --keep-directory-symlink --no-overwrite-dir -xf -
-fi
+# Files of this environment only (envs/ENV.rootfs/, e.g. python's warm pool),
+# its base's first.
+for layer in "${LAYERS[@]}"; do
+    if [[ -d $ENVS/$layer.rootfs ]]; then
+        tar -C "$ENVS/$layer.rootfs" --owner=0 --group=0 -cf - . \
+            | tar -C "$ROOTFS" --keep-directory-symlink --no-overwrite-dir -xf -
+    fi
+done
 chmod 0755 "$ROOTFS/sbin/appserver-init"
 install -m 0755 "$AGENT_BIN" "$ROOTFS/usr/local/bin/appserver-agent"
 strip "$ROOTFS/usr/local/bin/appserver-agent"
@@ -267,10 +287,9 @@ VERSION=$( {
     # The warm state restores only in the v86 build that saved it.
     cat "$REPO/tests/package-lock.json" 2>/dev/null
     (cd "$OVERLAY" && find . -type f | LC_ALL=C sort | xargs sha256sum)
-    [[ -f $ENVS/$ENV_NAME.conf ]] && cat "$ENVS/$ENV_NAME.conf"
-    [[ -f $ENVS/$ENV_NAME.setup ]] && cat "$ENVS/$ENV_NAME.setup"
-    [[ -d $ENVS/$ENV_NAME.rootfs ]] &&
-        (cd "$ENVS/$ENV_NAME.rootfs" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+    for layer in "${LAYERS[@]}"; do
+        (cd "$ENVS" && find . -path "./$layer.*" -type f | LC_ALL=C sort | xargs -r sha256sum)
+    done
     true
 } | sha256sum | cut -c1-16)
 

@@ -41,6 +41,13 @@ pub(crate) const ENVIRONMENTS: &[Environment] = &[
         runs: &["Express", "Node.js HTTP servers", "Static sites"],
     },
     Environment {
+        id: "nextjs",
+        name: "Next.js",
+        about: "The Node.js environment plus Next.js 14, React 18 and a wasm SWC, with Next.js \
+                loaded ahead: SSR pages and API routes, built offline.",
+        runs: &["Next.js", "Express", "Node.js HTTP servers", "Static sites"],
+    },
+    Environment {
         id: "python",
         name: "Python",
         about: "Python 3.11 with Flask, FastAPI + uvicorn, Django and gunicorn, already loaded \

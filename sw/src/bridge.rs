@@ -235,6 +235,13 @@ fn fail_stream(stream: Stream, failure: Failure) {
     if let Some(head) = stream.head {
         let _ = head.send(Err(failure));
     } else if let Some(sink) = stream.body {
+        // The browser got a status already: all it can see now is a network
+        // error, so say here what broke the body off.
+        let app = stream.app.as_ref().map_or("the API", |a| a.name.as_str());
+        log::error(&format!(
+            "a response of {app} broke off after its head: {}",
+            failure.message
+        ));
         sink.fail(&failure.message);
     }
 }

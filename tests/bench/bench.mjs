@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { BASE, CHROMIUM_ARGS, deployFolder, loadStatic, staticSite } from "../e2e/harness.mjs";
+import { benchNextjs } from "./nextjs.mjs";
 import { benchNodejs } from "./nodejs.mjs";
 import { benchPython } from "./python.mjs";
 
@@ -181,6 +182,7 @@ try {
   if (!process.env.BENCH_ONLY_STATIC) {
     await benchPython(context, { print, percentile, latencies, throughput });
     await benchNodejs(context, { print, percentile, latencies, throughput });
+    await benchNextjs(context, { print, percentile, latencies, throughput });
   }
 } finally {
   await context.close();

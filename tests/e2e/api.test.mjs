@@ -59,7 +59,7 @@ function assertError(r, status, code) {
 }
 
 /** Waits until app `name` reports `state` (the supervisor works on its own). */
-async function waitAppState(page, name, states, timeout = 120_000) {
+async function waitAppState(page, name, states, timeout = 300_000) {
   const deadline = Date.now() + timeout;
   let last;
   while (Date.now() < deadline) {

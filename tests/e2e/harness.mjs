@@ -1,6 +1,7 @@
 // Shared helpers for the browser end-to-end tests: real Chromium driven by
 // playwright-core, against the server `cargo xtask test` started.
 import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { cpSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -188,8 +189,13 @@ export function fixture(path) {
 export async function fetchInPage(page, url, init = {}) {
   return page.evaluate(async ({ url, init }) => {
     const started = performance.now();
-    const response = await fetch(url, init);
-    const bytes = new Uint8Array(await response.arrayBuffer());
+    // Say which step failed, and when: the request or the body after its head.
+    const response = await fetch(url, init).catch((e) => {
+      throw new Error(`fetch ${url} failed after ${Math.round(performance.now() - started)} ms: ${e.message}`);
+    });
+    const bytes = new Uint8Array(await response.arrayBuffer().catch((e) => {
+      throw new Error(`the body of ${url} (${response.status}) failed after ${Math.round(performance.now() - started)} ms: ${e.message}`);
+    }));
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
     const hex = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
     return {
@@ -266,4 +272,24 @@ export async function firstAnswer(page, url) {
       await new Promise((ok) => setTimeout(ok, 20));
     }
   }, url);
+}
+
+/**
+ * Builds the Next.js app in `src` on the host as its developer would (`npm
+ * install`, `npm run build`) in a copy under `work`, and returns a folder to
+ * deploy: the sources and `.next`, without node_modules or the build cache.
+ * `edit(dir)` may change the copy first.
+ */
+export function buildNextApp(src, work, edit = () => {}) {
+  const dir = mkdtempSync(join(work, "build-"));
+  cpSync(src, dir, { recursive: true });
+  edit(dir);
+  const run = (args) => execFileSync("npm", args, {
+    cwd: dir, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, NEXT_TELEMETRY_DISABLED: "1" },
+  });
+  run(["install", "--no-audit", "--no-fund", "--loglevel=error"]);
+  run(["run", "build"]);
+  const out = `${dir}-deploy`;
+  cpSync(dir, out, { recursive: true, filter: (path) => !/[/\\](node_modules|cache)$/.test(path) });
+  return out;
 }

@@ -17,17 +17,37 @@ async function openProfile(dir) {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: CHROMIUM_ARGS,
   });
+  // The worker's own lines and errors (a panic in its wasm among them).
+  const watchWorker = (worker) => worker.on("console", (m) => {
+    if (m.type() === "error" || m.text().startsWith("[appserver")) console.log(`[sw ${m.type()}] ${m.text()}`);
+  });
+  context.serviceWorkers().forEach(watchWorker);
+  context.on("serviceworker", watchWorker);
   const page = context.pages()[0] ?? (await context.newPage());
   page.on("pageerror", (e) => console.error("[page error]", e.message));
+  page.on("console", (m) => {
+    if (m.text().startsWith("[appserver")) console.log(m.text());
+  });
   await page.goto(`${BASE}/application-server/`);
   await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
   return { context, page };
 }
 
 async function waitReady(page) {
-  await page.waitForFunction(() => document.body.dataset.vmState === "ready", null, {
-    timeout: BOOT_TIMEOUT_MS,
-  });
+  try {
+    await page.waitForFunction(() => document.body.dataset.vmState === "ready", null, {
+      timeout: BOOT_TIMEOUT_MS,
+    });
+  } catch (e) {
+    // Say where the page stood, not only that it never got there.
+    const where = await page.evaluate(() => ({
+      state: document.body.dataset.vmState,
+      screen: document.body.dataset.screen,
+      status: document.getElementById("load-status")?.textContent,
+    }));
+    e.message += `\npage: ${JSON.stringify(where)}`;
+    throw e;
+  }
   return Number(await page.evaluate(() => document.body.dataset.readyMs));
 }
 

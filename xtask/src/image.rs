@@ -115,8 +115,9 @@ pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(format!("APPSERVER_IMAGE_{}", env.to_uppercase())) {
         return Ok(PathBuf::from(dir));
     }
+    let layers = layers(env)?;
     let hash = cache::recipe_hash(&root(), RECIPE, agent_dependencies()?.as_bytes(), |path| {
-        other_env_file(path, env)
+        other_env_file(path, &layers)
     })?;
     let out = cache::dir().join("images").join(format!("{env}-{hash}"));
     if out.join("manifest.json").exists() {
@@ -156,9 +157,33 @@ pub(crate) fn ensure(env: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// True for the files of another environment than `env`:
+/// The environments an image of `env` is made of: `env` and the one its
+/// `<env>.conf` builds on with `BASE_ENV=` (images/build.sh reads the same
+/// line), whose files are then part of its recipe too.
+fn layers(env: &str) -> Result<Vec<String>> {
+    let conf = root().join(format!("images/envs/{env}.conf"));
+    let text = std::fs::read_to_string(&conf).unwrap_or_default();
+    let mut layers = vec![env.to_owned()];
+    if let Some(base) = base_env(&text) {
+        if !envs()?.contains(&base) || base == env {
+            bail!("{} builds on unknown environment `{base}`", conf.display());
+        }
+        layers.push(base);
+    }
+    Ok(layers)
+}
+
+/// The value of a `BASE_ENV=name` line of an environment's conf.
+fn base_env(conf: &str) -> Option<String> {
+    conf.lines()
+        .find_map(|line| line.trim().strip_prefix("BASE_ENV="))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// True for the files of an environment other than those in `layers`:
 /// `images/envs/<other>.*` and everything under them (`base` is everyone's).
-fn other_env_file(path: &Path, env: &str) -> bool {
+fn other_env_file(path: &Path, layers: &[String]) -> bool {
     let Ok(rest) = path.strip_prefix("images/envs") else {
         return false;
     };
@@ -168,7 +193,7 @@ fn other_env_file(path: &Path, env: &str) -> bool {
         .as_deref()
         .and_then(|n| n.split('.').next())
         .unwrap_or("");
-    owner != env && owner != "base"
+    owner != "base" && !layers.iter().any(|l| l == owner)
 }
 
 /// Writes `disk.chunks`, the SHA-256 of each [`CHUNK_SIZE`] chunk of the
@@ -214,7 +239,7 @@ pub(crate) fn ensure_all() -> Result<Vec<(String, PathBuf)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{other_env_file, RECIPE};
+    use super::{base_env, other_env_file, RECIPE};
     use crate::root;
     use std::collections::BTreeSet;
     use std::path::Path;
@@ -288,13 +313,32 @@ mod tests {
             ("images/envs/base.packages", "python", false),
             ("images/build.sh", "python", false),
             ("guest-agent/src/main.rs", "static", false),
+            ("images/envs/nodejs.setup", "nextjs", false),
+            ("images/envs/nodejs.rootfs/x", "nextjs", false),
+            ("images/envs/nextjs.npm/package.json", "nodejs", true),
         ];
         for (path, env, skipped) in cases {
+            // nextjs builds on nodejs.
+            let layers: Vec<String> = match env {
+                "nextjs" => vec!["nextjs".into(), "nodejs".into()],
+                _ => vec![env.into()],
+            };
             assert_eq!(
-                other_env_file(Path::new(path), env),
+                other_env_file(Path::new(path), &layers),
                 skipped,
                 "{path} for {env}"
             );
         }
+    }
+
+    #[test]
+    fn a_conf_names_the_environment_it_builds_on() {
+        assert_eq!(
+            base_env("# x\nMEMORY_MB=1\nBASE_ENV=nodejs\n").as_deref(),
+            Some("nodejs")
+        );
+        assert_eq!(base_env("BASE_ENV=\"nodejs\"").as_deref(), Some("nodejs"));
+        assert_eq!(base_env("BASE_ENV=\nMEMORY_MB=1"), None);
+        assert_eq!(base_env("MEMORY_MB=1"), None);
     }
 }

@@ -32,9 +32,12 @@
  *   {"op": "start", "name": "demo", "dir": "/srv/apps/demo", "port": 9001,
  *    "kind": "express", "entry": "server.js", "prefix": "/app/demo",
  *    "env": {}, "log": null, "wait": false}
- *       kind: node | express | auto (all run the same way). entry: the
- *       script, relative to dir (default: package.json "main", else
- *       server.js, app.js, index.js or main.js). The app gets PORT,
+ *       kind: node | express | auto (all run the same way), or a kind with
+ *       a runner script of the image's, RUNNERS/<kind>.js, which the
+ *       worker runs in the app's folder instead of an entry (the nextjs
+ *       image's next.js runs `next start`). entry: the script, relative to
+ *       dir (default: package.json "main", else server.js, app.js, index.js
+ *       or main.js). The app gets PORT,
  *       NODE_ENV=production (unless env sets it), APPSERVER_PREFIX and env.
  *       log: its stdout and stderr, default /var/log/appserver/<name>.log
  *       (emptied on start; the previous one is kept as <name>.log.1). With
@@ -63,6 +66,10 @@
  * that tty are handled like socket requests and answered as
  * "pool-reply: {json}". --warm N sets the number of idle workers.
  *
+ * An image adds to what workers load ahead with modules in WARM_DIR: each is
+ * required with the PRELOAD and its warmUp(stop) runs after Express's (the
+ * nextjs image's serves a small Next.js app once).
+ *
  * The same file is the worker: `node-pool.js --worker [--cold]`. It talks to
  * the pool over the IPC channel of child_process: it sends {type: "ready"}
  * once loaded, gets {type: "run", ...} (or {type: "heat"}: warm up again),
@@ -83,6 +90,8 @@ const READY_FILE = "/run/appserver/node-pool.ready";
 const LOG_DIR = "/var/log/appserver";
 const STOP_GRACE_MS = 5000;
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const RUNNERS = "/usr/local/lib/appserver/runners";
+const WARM_DIR = "/usr/local/lib/appserver/warm.d";
 const ENTRY_CANDIDATES = ["server.js", "app.js", "index.js", "main.js", "server.mjs", "app.mjs",
   "index.mjs"];
 
@@ -103,11 +112,21 @@ function log(msg) {
 
 // ================================================================ worker ==
 
-/** Loads PRELOAD; returns [loaded names, {name: error}]. */
+/** The image's extra warm-up modules (WARM_DIR/*.js), by path. */
+function imageWarmUps() {
+  try {
+    return fs.readdirSync(WARM_DIR).filter((f) => f.endsWith(".js")).sort()
+      .map((f) => path.join(WARM_DIR, f));
+  } catch (e) {
+    return [];
+  }
+}
+
+/** Loads PRELOAD and the image's warm-ups; returns [loaded names, {name: error}]. */
 function preload() {
   const loaded = [];
   const failed = {};
-  for (const name of PRELOAD) {
+  for (const name of [...PRELOAD, ...imageWarmUps()]) {
     try {
       require(name);
       loaded.push(name);
@@ -166,6 +185,10 @@ async function warmUp(stop = () => false) {
     await call("GET", "/nothing-here");
   }
   await new Promise((resolve) => server.close(resolve));
+  for (const file of imageWarmUps()) {
+    if (stop()) break;
+    await require(file).warmUp(stop);
+  }
   // What an ES module app's `import express from "express"` goes through:
   // the ESM loader and its CommonJS bridge.
   await import(require("url").pathToFileURL(require.resolve("express")).href);
@@ -490,8 +513,16 @@ function appStatus(a) {
   return st;
 }
 
-/** The script to run: `entry` if given, else package.json main, else a usual name. */
-function findEntry(dir, entry) {
+/**
+ * The script to run: the image's runner for `kind` if it has one, else
+ * `entry` if given, else package.json main, else a usual name.
+ */
+function findEntry(dir, entry, kind) {
+  if (!["node", "express", "auto", undefined].includes(kind)) {
+    const runner = path.join(RUNNERS, `${kind}.js`);
+    if (!fs.existsSync(runner)) throw new Error(`this image cannot run ${kind} apps (no ${runner})`);
+    return runner;
+  }
   if (entry) return entry;
   try {
     const main = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")).main;
@@ -537,7 +568,7 @@ function start(req, reply) {
   }
   let entry;
   try {
-    entry = findEntry(dir, req.entry);
+    entry = findEntry(dir, req.entry, req.kind);
   } catch (e) {
     return reply({ ok: false, error: e.message });
   }
