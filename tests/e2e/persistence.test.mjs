@@ -26,7 +26,7 @@ async function openProfile(dir) {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on("pageerror", (e) => console.error("[page error]", e.message));
   page.on("console", (m) => {
-    if (m.text().startsWith("[appserver")) console.log(m.text());
+    if (m.type() === "error" || m.text().startsWith("[appserver")) console.log(m.text());
   });
   await page.goto(`${BASE}/application-server/`);
   await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
