@@ -409,7 +409,6 @@ function onWorkerMessage(w, msg) {
     refill();
   } else if (msg.type === "heated") {
     w.heating = false;
-    heatNext();
   } else if (msg.type === "listening" && w.app) {
     const a = apps.get(w.app);
     if (a && a.pid === w.pid) {
@@ -424,7 +423,6 @@ function onWorkerMessage(w, msg) {
 
 function onWorkerExit(w, code, signal) {
   workers.delete(w.pid);
-  if (w.heating) heatNext(); // its "heated" will never come
   const a = w.app && apps.get(w.app);
   if (a && a.pid === w.pid) {
     clearTimeout(a.killTimer);
@@ -604,8 +602,7 @@ function start(req, reply) {
   const dirKey = folderKey(dir);
   const looping = Boolean(old && old.state === "exited" && old.ready_s === null &&
     !old.stopping && old.dirKey === dirKey);
-  // One that is not warming up again after a restore, if there is one
-  // (one warms up at a time).
+  // One that is not warming up again after a restore, if there is one.
   const idle = [...workers.values()].filter((x) => x.state === "idle" && !x.cold);
   let w = looping ? null : idle.find((x) => !x.heating) || idle[0];
   const cold = !w;
@@ -862,25 +859,8 @@ function poolMain(argv) {
  * The page sets the guest's clock right after it restores the saved state:
  * a jump of the wall clock against the monotonic one means the emulator has
  * just been restored, with none of the emulated code compiled. Then the idle
- * workers run their warm-up again (at nice 19), one after the other: the
- * one CPU is not split between them, and until the last one is done an app
- * that starts meanwhile gets a worker that is not warming up (a worker's
- * warm-up and its app's start would share one thread).
+ * workers run their warm-up again (at nice 19).
  */
-let heatQueue = [];
-
-/** Sends the next idle worker in heatQueue its warm-up. */
-function heatNext() {
-  while (heatQueue.length) {
-    const w = heatQueue.shift();
-    if (workers.get(w.pid) === w && w.state === "idle") {
-      w.heating = true;
-      w.child.send({ type: "heat" }, () => {});
-      return;
-    }
-  }
-}
-
 function watchClock() {
   let offset = Date.now() - performance.now();
   setInterval(() => {
@@ -890,9 +870,10 @@ function watchClock() {
     if (Math.abs(jump) < 30000) return;
     const idle = [...workers.values()].filter((w) => w.state === "idle" && !w.cold);
     log(`the clock moved by ${Math.round(jump / 1000)} s (a restore?): heating ${idle.length} idle workers`);
-    const busy = heatQueue.length > 0 || idle.some((w) => w.heating);
-    heatQueue = idle.filter((w) => !w.heating);
-    if (!busy) heatNext();
+    for (const w of idle) {
+      w.heating = true;
+      w.child.send({ type: "heat" }, () => {});
+    }
   }, 5000);
 }
 
