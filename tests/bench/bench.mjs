@@ -100,13 +100,8 @@ async function imageBytesServed() {
   return (await (await fetch(`${BASE}/__xtask/stats`)).json()).image_bytes;
 }
 
-const site = staticSite();
-const profile = mkdtempSync(join(tmpdir(), "appserver-bench-profile-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: CHROMIUM_ARGS,
-});
-try {
+/** The static environment's figures, and the page's own. */
+async function benchStatic() {
   const manifest = await (await fetch(`${BASE}/images/static/manifest.json`)).json();
   if (manifest.state) {
     print("warm_state_raw", manifest.state.raw_size / 1e6, "MB");
@@ -179,11 +174,27 @@ try {
   }
   // One VM at a time: the static page goes before the python one opens.
   await page.close();
-  if (!process.env.BENCH_ONLY_STATIC) {
-    await benchPython(context, { print, percentile, latencies, throughput });
-    await benchNodejs(context, { print, percentile, latencies, throughput });
-    await benchNextjs(context, { print, percentile, latencies, throughput });
-  }
+}
+
+/**
+ * BENCH_ONLY=nextjs (or static, python, nodejs; a comma list) prints only
+ * those environments' figures; BENCH_ONLY_STATIC=1 is BENCH_ONLY=static.
+ */
+const ONLY = process.env.BENCH_ONLY_STATIC ? ["static"] : process.env.BENCH_ONLY?.split(",");
+const want = (env) => !ONLY || ONLY.includes(env);
+
+const site = staticSite();
+const profile = mkdtempSync(join(tmpdir(), "appserver-bench-profile-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: CHROMIUM_ARGS,
+});
+try {
+  if (want("static")) await benchStatic();
+  const figures = { print, percentile, latencies, throughput };
+  if (want("python")) await benchPython(context, figures);
+  if (want("nodejs")) await benchNodejs(context, figures);
+  if (want("nextjs")) await benchNextjs(context, figures);
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

@@ -74,7 +74,18 @@ export async function openServer(context) {
     if (m.text().startsWith("[appserver bridge]")) console.log(m.text());
   });
   await page.goto(`${BASE}/application-server/`);
-  await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
+  try {
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
+  } catch (e) {
+    // Say how far the worker got: registered, installing, waiting, active.
+    const where = await page.evaluate(async () => {
+      const r = await navigator.serviceWorker.getRegistration();
+      const state = (w) => w?.state ?? "none";
+      return r ? `installing ${state(r.installing)}, waiting ${state(r.waiting)}, active ${state(r.active)}` : "no registration";
+    });
+    e.message += `\nservice worker: ${where}; page status: ${await page.textContent("#load-status").catch(() => "?")}`;
+    throw e;
+  }
   return page;
 }
 
