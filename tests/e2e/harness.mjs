@@ -83,8 +83,8 @@ export async function openServer(context) {
       const state = (w) => w?.state ?? "none";
       return r ? `installing ${state(r.installing)}, waiting ${state(r.waiting)}, active ${state(r.active)}` : "no registration";
     });
-    e.message += `\nservice worker: ${where}; page status: ${await page.textContent("#load-status").catch(() => "?")}`;
-    throw e;
+    const status = await page.textContent("#load-status").catch(() => "?");
+    throw new Error(`${e.message}\nservice worker: ${where}; page status: ${status}`, { cause: e });
   }
   return page;
 }
