@@ -5,7 +5,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { waitReady } from "../e2e/harness.mjs";
+import { firstAnswer, waitReady } from "../e2e/harness.mjs";
 
 const BASE = process.env.APP_BASE_URL ?? "http://localhost:8080";
 
@@ -73,4 +73,17 @@ export async function withNativeApp(context, rootfs, argv, env, path, measure) {
   } finally {
     proc.kill();
   }
+}
+
+/**
+ * After a redeploy: the first 200 of `url` whose body has `marker` (the new
+ * version), asked up to 100 times; throws if the old version stays.
+ */
+export async function newVersion(page, url, marker) {
+  let answer;
+  for (let i = 0; i < 100; i++) {
+    answer = await firstAnswer(page, url);
+    if (answer.text.includes(marker)) return answer;
+  }
+  throw new Error(`old version: ${answer.text.slice(0, 300)}`);
 }

@@ -9,7 +9,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildNextApp, deployFolder, fetchInPage, firstAnswer, fixture } from "../e2e/harness.mjs";
-import { imageRootfs, openEnvironment, printEnvironment, withNativeApp } from "./envs.mjs";
+import { imageRootfs, newVersion, openEnvironment, printEnvironment, withNativeApp } from "./envs.mjs";
 
 export async function benchNextjs(context, { print, percentile, latencies, throughput }) {
   const work = mkdtempSync(join(tmpdir(), "appserver-next-bench-"));
@@ -30,12 +30,7 @@ export async function benchNextjs(context, { print, percentile, latencies, throu
   });
   const redeployed = await deployFolder(page, "next", changed);
   if (redeployed.state !== "done") throw new Error(redeployed.text);
-  let v2;
-  for (let i = 0; i < 100; i++) {
-    v2 = await firstAnswer(page, "/app/next/");
-    if (v2.text.includes("Hello again")) break;
-  }
-  if (!v2.text.includes("Hello again")) throw new Error(`old version: ${v2.text.slice(0, 300)}`);
+  const v2 = await newVersion(page, "/app/next/", "Hello again");
   print("nextjs_redeploy_to_new_version", redeployed.agentMs / 1000 + v2.ms / 1000, "s");
 
   const ssr = await latencies(page, "/app/next/", 30);

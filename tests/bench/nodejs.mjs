@@ -8,7 +8,7 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { deployFolder, firstAnswer, fixture } from "../e2e/harness.mjs";
-import { imageRootfs, openEnvironment, printEnvironment, withNativeApp } from "./envs.mjs";
+import { imageRootfs, newVersion, openEnvironment, printEnvironment, withNativeApp } from "./envs.mjs";
 
 export async function benchNodejs(context, { print, percentile, latencies, throughput }) {
   const page = await openEnvironment(context, "nodejs", print);
@@ -27,12 +27,7 @@ export async function benchNodejs(context, { print, percentile, latencies, throu
   writeFileSync(server, readFileSync(server, "utf8").replace('app: "express-api"', 'app: "express-api", v: 2'));
   const redeployed = await deployFolder(page, "todo", changed);
   if (redeployed.state !== "done") throw new Error(redeployed.text);
-  let v2;
-  for (let i = 0; i < 100; i++) {
-    v2 = await firstAnswer(page, "/app/todo/");
-    if (v2.text.includes('"v":2')) break;
-  }
-  if (!v2.text.includes('"v":2')) throw new Error(`old version: ${v2.text}`);
+  const v2 = await newVersion(page, "/app/todo/", '"v":2');
   print("nodejs_express_redeploy_to_new_version", redeployed.agentMs / 1000 + v2.ms / 1000, "s");
 
   const lat = await latencies(page, "/app/todo/todos", 40);
