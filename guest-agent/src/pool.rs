@@ -128,10 +128,12 @@ impl Pool {
         )
     }
 
-    /// Stops an app's process (the pool sends SIGTERM, then SIGKILL).
+    /// Stops an app's process (the pool sends SIGTERM, then SIGKILL after
+    /// 5 s). A pool that can (node-pool.js) answers once the process is
+    /// gone; others answer at once.
     pub fn stop(&self, name: &str) -> Result<(), ApiError> {
         match self.call(
-            &json!({"op": "stop", "name": name}),
+            &json!({"op": "stop", "name": name, "wait": true}),
             Duration::from_secs(10),
         ) {
             Ok(_) => Ok(()),
@@ -218,6 +220,11 @@ mod tests {
         assert_eq!(first["op"], "start");
         assert_eq!(first["entry"], "app:app");
         assert_eq!(first["wait"], true);
+        let stop: Value = serde_json::from_str(&seen[1]).unwrap();
+        assert_eq!(
+            (stop["op"].as_str(), stop["wait"].as_bool()),
+            (Some("stop"), Some(true))
+        );
         let _ = std::fs::remove_file(&pool.socket);
     }
 

@@ -15,10 +15,12 @@
  * entry script. Then a replacement worker is started in the background (at
  * nice 19) to refill the pool; no start ever waits for it. A worker that was
  * given an app is never given another one; with no idle worker left, a start
- * spawns a cold one and says so ("cold": true). So does a restart of an app
- * whose last run, from the same folder, ended before it listened (a crash
- * loop: the agent restarts crashed apps), at nice 19, so that a crashing app
- * cannot use up the warm workers. After a restore (seen as a jump of the
+ * takes the refill that is warming, if there is one (told to skip the rest
+ * of its warm-up), else spawns a cold one and says so ("cold": true). A
+ * restart of an app whose last run, from the same folder, ended before it
+ * listened (a crash loop: the agent restarts crashed apps) always gets a
+ * cold one, at nice 19, so that a crashing app cannot use up the warm
+ * workers. After a restore (seen as a jump of the
  * guest clock, which the page sets) the idle workers run their warm-up once
  * more at nice 19, so that v86 compiles Node's code before an app needs it.
  *
@@ -74,7 +76,8 @@
  * the pool over the IPC channel of child_process: it sends {type: "ready"}
  * once loaded, gets {type: "run", ...} (or {type: "heat"}: warm up again),
  * and reports every server of the app that starts listening as
- * {type: "listening", port}. A cold worker loads nothing ahead.
+ * {type: "listening", port}. {type: "hurry"} before "ready" ends its
+ * warm-up early. A cold worker loads nothing ahead.
  */
 
 "use strict";
@@ -271,14 +274,22 @@ async function workerMain(cold) {
   const t0 = Date.now();
   let loaded = [];
   let failed = {};
+  // The pool took this worker for an app before it was ready: cut the
+  // warm-up short.
+  let hurried = false;
+  const onHurry = (msg) => {
+    if (msg && msg.type === "hurry") hurried = true;
+  };
+  process.on("message", onHurry);
   if (!cold) {
     [loaded, failed] = preload();
     try {
-      await warmUp();
+      await warmUp(() => hurried);
     } catch (e) {
       failed.warm_up = String(e && e.stack);
     }
   }
+  process.removeListener("message", onHurry);
   reportListening();
   let running = false;
   let heating = false;
@@ -458,6 +469,20 @@ function onWorkerExit(w, code, signal) {
   setTimeout(refill, warmFailures ? Math.min(60000, 2000 * 2 ** warmFailures) : 0);
 }
 
+/**
+ * A warming refill taken for an app: all its threads back to nice 0, and it
+ * is told to end its warm-up early (what it has not loaded yet, the app
+ * loads itself).
+ */
+function hurry(w) {
+  try {
+    for (const tid of fs.readdirSync(`/proc/${w.pid}/task`)) os.setPriority(Number(tid), 0);
+  } catch (e) {
+    // not fatal: it only stays slower
+  }
+  if (w.child.connected) w.child.send({ type: "hurry" }, () => {});
+}
+
 /** Starts one replacement worker when the pool is short and none is warming. */
 function refill() {
   const { idle, warming } = counts();
@@ -605,6 +630,13 @@ function start(req, reply) {
   // One that is not warming up again after a restore, if there is one.
   const idle = [...workers.values()].filter((x) => x.state === "idle" && !x.cold);
   let w = looping ? null : idle.find((x) => !x.heating) || idle[0];
+  if (!w && !looping) {
+    // None idle (quick deploys used them up): a refill on its way is much
+    // further along than a worker spawned now, which after a restore takes
+    // a minute to load. Let it skip the rest of its warm-up.
+    w = [...workers.values()].find((x) => x.state === "warming" && !x.cold) ?? null;
+    if (w) hurry(w);
+  }
   const cold = !w;
   if (cold) w = spawnWorker({ cold: true, nice: looping });
   w.state = "busy";

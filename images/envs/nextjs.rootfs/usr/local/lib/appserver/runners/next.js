@@ -49,9 +49,10 @@ function wrapConfig(dir, base) {
   for (const name of ["next.config.mjs", "next.config.js"]) {
     const file = path.join(dir, name);
     if (!fs.existsSync(file)) continue;
-    if (name === CONFIG && fs.readFileSync(file, "utf8").startsWith(MARK)) {
+    const text = name === CONFIG ? fs.readFileSync(file, "utf8") : "";
+    if (text.startsWith(MARK)) {
       // Wrapped by an earlier start of this upload: keep what it imports.
-      own = fs.readFileSync(file, "utf8").match(/import\("\.\/([^"]+)"\)/)?.[1] ?? null;
+      own = text.match(/import\("\.\/([^"]+)"\)/)?.[1] ?? null;
       break;
     }
     own = name.replace("next.config", "next.config.app");
