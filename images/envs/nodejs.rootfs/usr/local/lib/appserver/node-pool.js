@@ -15,8 +15,8 @@
  * entry script. Then a replacement worker is started in the background (at
  * nice 19) to refill the pool; no start ever waits for it. A worker that was
  * given an app is never given another one; with no idle worker left, a start
- * takes the refill that is warming, if there is one (told to skip the rest
- * of its warm-up), else spawns a cold one and says so ("cold": true). A
+ * takes a refill that has loaded its modules, if there is one (told to
+ * skip the rest of its warm-up), else spawns a cold one and says so ("cold": true). A
  * restart of an app whose last run, from the same folder, ended before it
  * listened (a crash loop: the agent restarts crashed apps) always gets a
  * cold one, at nice 19, so that a crashing app cannot use up the warm
@@ -76,8 +76,8 @@
  * the pool over the IPC channel of child_process: it sends {type: "ready"}
  * once loaded, gets {type: "run", ...} (or {type: "heat"}: warm up again),
  * and reports every server of the app that starts listening as
- * {type: "listening", port}. {type: "hurry"} before "ready" ends its
- * warm-up early. A cold worker loads nothing ahead.
+ * {type: "listening", port}. Between {type: "preloaded"} (its modules are
+ * loaded) and "ready", {type: "hurry"} ends its warm-up early. A cold worker loads nothing ahead.
  */
 
 "use strict";
@@ -283,6 +283,7 @@ async function workerMain(cold) {
   process.on("message", onHurry);
   if (!cold) {
     [loaded, failed] = preload();
+    process.send({ type: "preloaded" });
     try {
       await warmUp(() => hurried);
     } catch (e) {
@@ -418,6 +419,8 @@ function onWorkerMessage(w, msg) {
       maybeReady();
     }
     refill();
+  } else if (msg.type === "preloaded") {
+    w.preloaded = true;
   } else if (msg.type === "heated") {
     w.heating = false;
   } else if (msg.type === "listening" && w.app) {
@@ -631,10 +634,11 @@ function start(req, reply) {
   const idle = [...workers.values()].filter((x) => x.state === "idle" && !x.cold);
   let w = looping ? null : idle.find((x) => !x.heating) || idle[0];
   if (!w && !looping) {
-    // None idle (quick deploys used them up): a refill on its way is much
-    // further along than a worker spawned now, which after a restore takes
-    // a minute to load. Let it skip the rest of its warm-up.
-    w = [...workers.values()].find((x) => x.state === "warming" && !x.cold) ?? null;
+    // None idle (quick deploys used them up): a refill that has loaded its
+    // modules only lacks its warm-up requests, which it can skip. One that
+    // is still loading is not taken: after a restore that takes longer than
+    // a cold worker, which loads only what the app needs.
+    w = [...workers.values()].find((x) => x.state === "warming" && !x.cold && x.preloaded) ?? null;
     if (w) hurry(w);
   }
   const cold = !w;
