@@ -306,9 +306,10 @@ fn stage(
         runtime::choose_port(cfg, name, settings.port)?
     };
     let meta = Meta::new(found, &settings, port);
-    // The old version's process goes first: the new one needs the port.
+    // The old version's process goes first: the new one needs the port
+    // (a pool that can hand it over lets the new one load meanwhile).
     if old.as_ref().is_some_and(Meta::runs) {
-        runtime::stop(cfg, name)?;
+        runtime::stop_for_redeploy(cfg, name)?;
     }
     mark("detect_and_stop_old", &mut t);
     let conf = if meta.runs() {
