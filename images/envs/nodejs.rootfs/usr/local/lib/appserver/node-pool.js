@@ -94,9 +94,11 @@ const os = require("os");
 const path = require("path");
 const childProcess = require("child_process");
 
-const SOCKET = "/run/appserver/pool.sock";
-const READY_FILE = "/run/appserver/node-pool.ready";
-const LOG_DIR = "/var/log/appserver";
+// Other folders only for the host's tests (tests/host/node-pool.test.mjs).
+const RUN_DIR = process.env.NODE_POOL_RUN_DIR || "/run/appserver";
+const SOCKET = `${RUN_DIR}/pool.sock`;
+const READY_FILE = `${RUN_DIR}/node-pool.ready`;
+const LOG_DIR = process.env.NODE_POOL_LOG_DIR || "/var/log/appserver";
 const STOP_GRACE_MS = 5000;
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const RUNNERS = "/usr/local/lib/appserver/runners";
