@@ -309,7 +309,7 @@ fn stage(
     // The old version's process goes first: the new one needs the port
     // (a pool that can hand it over lets the new one load meanwhile).
     if old.as_ref().is_some_and(Meta::runs) {
-        runtime::stop_for_redeploy(cfg, name)?;
+        runtime::stop_to_replace(cfg, name)?;
     }
     mark("detect_and_stop_old", &mut t);
     let conf = if meta.runs() {
@@ -492,7 +492,7 @@ pub fn control(cfg: &Config, name: &str, action: Action) -> Result<String, ApiEr
         match action {
             Action::Stop => runtime::stop(cfg, name)?,
             Action::Restart => {
-                runtime::stop(cfg, name)?;
+                runtime::stop_to_replace(cfg, name)?;
                 runtime::start(cfg, name, &meta)?;
             }
             Action::Start if running => {}

@@ -474,10 +474,10 @@ pub fn stop(cfg: &Config, name: &str) -> Result<(), ApiError> {
     stop_then(cfg, name, false)
 }
 
-/// Stops app `name`'s process for a redeploy, whose start follows at once:
-/// where the pool can, the new process loads while the old one ends, and
-/// takes the port once it is free.
-pub fn stop_for_redeploy(cfg: &Config, name: &str) -> Result<(), ApiError> {
+/// Stops app `name`'s process when a start of it follows at once (a
+/// redeploy, a restart): where the pool can, the new process loads while the
+/// old one ends, and takes the port once it is free.
+pub fn stop_to_replace(cfg: &Config, name: &str) -> Result<(), ApiError> {
     stop_then(cfg, name, true)
 }
 
