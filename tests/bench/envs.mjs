@@ -2,10 +2,10 @@
 // the image's sizes, and an app run natively from the image's own rootfs
 // (i386 binaries in a chroot on this host) as the ratio's denominator.
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { homedir } from "node:os";
+import { cpSync, existsSync, mkdtempSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
-import { firstAnswer, waitReady } from "../e2e/harness.mjs";
+import { deployFolder, firstAnswer, waitReady } from "../e2e/harness.mjs";
 
 const BASE = process.env.APP_BASE_URL ?? "http://localhost:8080";
 
@@ -76,14 +76,37 @@ export async function withNativeApp(context, rootfs, argv, env, path, measure) {
 }
 
 /**
- * After a redeploy: the first 200 of `url` whose body has `marker` (the new
- * version), asked up to 100 times; throws if the old version stays.
+ * After a redeploy: the first 200 of `url` whose body has `marker` (a string
+ * or a RegExp: the new version), asked up to 100 times; throws if the old
+ * version stays.
  */
 export async function newVersion(page, url, marker) {
+  const isNew = (text) => (typeof marker === "string" ? text.includes(marker) : marker.test(text));
   let answer;
   for (let i = 0; i < 100; i++) {
     answer = await firstAnswer(page, url);
-    if (answer.text.includes(marker)) return answer;
+    if (isNew(answer.text)) return answer;
   }
   throw new Error(`old version: ${answer.text.slice(0, 300)}`);
+}
+
+/**
+ * Redeploys app `name` `rounds` times, each from a copy of `src` that
+ * `edit(dir, v)` turns into version v (2, 3, ...), and returns how long each
+ * took from the deploy's start to the first 200 of `url` whose body has
+ * `marker(v)`, in seconds. Each deploy waits for the VM save before the
+ * next one starts, as the page does.
+ */
+export async function redeploys(page, name, src, edit, url, marker, rounds = 3) {
+  const times = [];
+  for (let v = 2; v < 2 + rounds; v++) {
+    const dir = mkdtempSync(join(tmpdir(), `appserver-${name}-v${v}-`));
+    cpSync(src, dir, { recursive: true });
+    edit(dir, v);
+    const deployed = await deployFolder(page, name, dir);
+    if (deployed.state !== "done") throw new Error(`${name} v${v}: ${deployed.text}`);
+    const answer = await newVersion(page, url, marker(v));
+    times.push((deployed.agentMs + answer.ms) / 1000);
+  }
+  return times;
 }
