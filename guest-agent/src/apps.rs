@@ -306,10 +306,9 @@ fn stage(
         runtime::choose_port(cfg, name, settings.port)?
     };
     let meta = Meta::new(found, &settings, port);
-    // The old version's process goes first: the new one needs the port
-    // (a pool that can hand it over lets the new one load meanwhile).
+    // The old version's process goes first: the new one needs the port.
     if old.as_ref().is_some_and(Meta::runs) {
-        runtime::stop_to_replace(cfg, name)?;
+        runtime::stop(cfg, name)?;
     }
     mark("detect_and_stop_old", &mut t);
     let conf = if meta.runs() {
@@ -492,7 +491,7 @@ pub fn control(cfg: &Config, name: &str, action: Action) -> Result<String, ApiEr
         match action {
             Action::Stop => runtime::stop(cfg, name)?,
             Action::Restart => {
-                runtime::stop_to_replace(cfg, name)?;
+                runtime::stop(cfg, name)?;
                 runtime::start(cfg, name, &meta)?;
             }
             Action::Start if running => {}

@@ -58,17 +58,6 @@ impl Process {
     }
 }
 
-/// What the pool did with a stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// The process has ended (or there was none).
-    Gone,
-    /// It was told to end; whether it has, its status says.
-    Asked,
-    /// It is ending, and the app's next start takes its port once it has.
-    Replacing,
-}
-
 /// What an app is started with.
 #[derive(Debug, Clone)]
 pub struct StartRequest<'a> {
@@ -140,23 +129,16 @@ impl Pool {
     }
 
     /// Stops an app's process (the pool sends SIGTERM, then SIGKILL after
-    /// 5 s). With `replace` (a redeploy, whose start follows at once), a pool
-    /// that can hand the port over (node-pool.js) answers at once and lets
-    /// the next start of the app wait for the port itself.
-    pub fn stop(&self, name: &str, replace: bool) -> Result<Stopped, ApiError> {
+    /// 5 s). A pool that can (node-pool.js) answers once the process is
+    /// gone; others answer at once.
+    pub fn stop(&self, name: &str) -> Result<(), ApiError> {
         match self.call(
-            &json!({"op": "stop", "name": name, "wait": true, "replace": replace}),
+            &json!({"op": "stop", "name": name, "wait": true}),
             Duration::from_secs(10),
         ) {
-            Ok(answer) if answer["replacing"] == Value::Bool(true) => Ok(Stopped::Replacing),
-            // A pool that can wait answers once the process has ended, with
-            // its code and signal; others answer at once.
-            Ok(answer) if answer.get("code").is_some() || answer.get("signal").is_some() => {
-                Ok(Stopped::Gone)
-            }
-            Ok(_) => Ok(Stopped::Asked),
+            Ok(_) => Ok(()),
             // Never started by this pool: nothing to stop.
-            Err(ApiError::Runtime(why)) if why.contains("no such app") => Ok(Stopped::Gone),
+            Err(ApiError::Runtime(why)) if why.contains("no such app") => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -210,9 +192,6 @@ mod tests {
     fn requests_and_answers() {
         let (pool, handle) = fake_pool(vec![
             "{\"ok\":true,\"pid\":7,\"state\":\"running\"}\n",
-            "{\"ok\":true,\"pid\":7}\n",
-            "{\"ok\":true,\"pid\":7,\"code\":null,\"signal\":15}\n",
-            "{\"ok\":true,\"pid\":7,\"replacing\":true}\n",
             "{\"ok\":false,\"error\":\"no such app\"}\n",
             "{\"ok\":true,\"apps\":{\"a\":{\"pid\":7,\"state\":\"exited\",\"code\":3}},\"pool\":{}}\n",
             "{\"ok\":false,\"error\":\"boom\"}\n",
@@ -230,22 +209,11 @@ mod tests {
         };
         let started = pool.start(&req, Duration::from_secs(5)).unwrap();
         assert_eq!(started["pid"], 7);
-        assert_eq!(pool.stop("a", false).unwrap(), Stopped::Asked);
-        assert_eq!(
-            pool.stop("a", false).unwrap(),
-            Stopped::Gone,
-            "killed by signal 15"
-        );
-        assert_eq!(pool.stop("a", true).unwrap(), Stopped::Replacing);
-        assert_eq!(
-            pool.stop("a", false).unwrap(),
-            Stopped::Gone,
-            "never started"
-        );
+        pool.stop("a").unwrap();
         let (apps, _) = pool.status().unwrap();
         assert_eq!(apps[0].0, "a");
         assert_eq!(apps[0].1.ending(), "exited with code 3");
-        let err = pool.stop("a", false).unwrap_err();
+        let err = pool.stop("a").unwrap_err();
         assert!(err.to_string().contains("boom"), "{err}");
         let seen = handle.join().unwrap();
         let first: Value = serde_json::from_str(&seen[0]).unwrap();
@@ -257,8 +225,6 @@ mod tests {
             (stop["op"].as_str(), stop["wait"].as_bool()),
             (Some("stop"), Some(true))
         );
-        let replace: Value = serde_json::from_str(&seen[3]).unwrap();
-        assert_eq!(replace["replace"], true);
         let _ = std::fs::remove_file(&pool.socket);
     }
 

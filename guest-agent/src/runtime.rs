@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::apps::Config;
 use crate::error::ApiError;
-use crate::pool::{Pool, StartRequest, Stopped};
+use crate::pool::{Pool, StartRequest};
 
 /// First port handed to apps; each app keeps its port across redeploys.
 pub const FIRST_PORT: u16 = 9001;
@@ -471,22 +471,8 @@ pub fn start(cfg: &Config, name: &str, meta: &Meta) -> Result<(), ApiError> {
 
 /// Stops app `name`'s process and waits (up to 10 s) until it is gone.
 pub fn stop(cfg: &Config, name: &str) -> Result<(), ApiError> {
-    stop_then(cfg, name, false)
-}
-
-/// Stops app `name`'s process when a start of it follows at once (a
-/// redeploy, a restart): where the pool can, the new process loads while the
-/// old one ends, and takes the port once it is free.
-pub fn stop_to_replace(cfg: &Config, name: &str) -> Result<(), ApiError> {
-    stop_then(cfg, name, true)
-}
-
-fn stop_then(cfg: &Config, name: &str, replace: bool) -> Result<(), ApiError> {
     let pool = pool(cfg)?;
-    if pool.stop(name, replace)? != Stopped::Asked {
-        lock_runs().remove(name);
-        return Ok(());
-    }
+    pool.stop(name)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (apps, _) = pool.status()?;

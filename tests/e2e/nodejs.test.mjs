@@ -85,8 +85,7 @@ describe("nodejs environment", () => {
     // FIXME(#4): no redeploy here: after todo and todo2 it would be the
     // third start since the restore, and the pool's refill still loads cold
     // then (55-110 s), past the bridge's wait for the agent. Redeploys are
-    // timed by the bench and their port handover is tested on the host
-    // (tests/host/node-pool.test.mjs).
+    // timed by the bench.
 
     const crashed = await deployFolder(page, "crashy", fixture("nodejs/crash-loop"));
     assert.equal(crashed.state, "failed-start", crashed.text);

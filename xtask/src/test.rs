@@ -1,5 +1,4 @@
-//! `cargo xtask test`: host unit tests (Rust, and the images' scripts under
-//! tests/host), then the browser end-to-end tests
+//! `cargo xtask test`: host unit tests, then the browser end-to-end tests
 //! against a real server, real Chromium and the real images.
 
 use crate::build::{exec, npm_install};
@@ -25,35 +24,13 @@ pub(crate) fn run(filters: &[String]) -> Result<()> {
         cmd.args(["-p", c]);
     }
     exec(&mut cmd)?;
-    let tests = root().join("tests");
-    if filters.is_empty() {
-        // The images' own scripts, run with the host's Node.js.
-        exec(
-            Command::new("node")
-                .current_dir(&tests)
-                .args(["--test", "--test-reporter=spec"])
-                .args(test_files(&tests.join("host"), filters)?),
-        )?;
-    }
 
     let site = build::site()?;
     let images = crate::images()?;
     let (port, _server) = serve::start(0, site, images)?;
+    let tests = root().join("tests");
     npm_install(&tests)?;
-    let files = test_files(&tests.join("e2e"), filters)?;
-    exec(
-        Command::new("node")
-            .current_dir(&tests)
-            .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
-            .args(&files)
-            .env("APP_BASE_URL", format!("http://localhost:{port}")),
-    )
-}
-
-/// The `*.test.mjs` files in `dir` whose name holds one of `filters` (all
-/// with none), sorted.
-fn test_files(dir: &std::path::Path, filters: &[String]) -> Result<Vec<std::path::PathBuf>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)?
+    let mut files: Vec<_> = std::fs::read_dir(tests.join("e2e"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
         .filter(|p| {
@@ -62,5 +39,11 @@ fn test_files(dir: &std::path::Path, filters: &[String]) -> Result<Vec<std::path
         })
         .collect();
     files.sort();
-    Ok(files)
+    exec(
+        Command::new("node")
+            .current_dir(&tests)
+            .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
+            .args(&files)
+            .env("APP_BASE_URL", format!("http://localhost:{port}")),
+    )
 }

@@ -44,19 +44,14 @@
  *       log: its stdout and stderr, default /var/log/appserver/<name>.log
  *       (emptied on start; the previous one is kept as <name>.log.1). With
  *       "wait": true the answer comes once the app listens on the port, or
- *       has exited. A start of an app whose old process is being stopped
- *       (a redeploy) does not wait for it: the new process loads the app
- *       meanwhile, and its listen on the port is held back until the old
- *       one has ended.
+ *       has exited. A start of an app that is being stopped waits for the
+ *       old process to end first.
  *       -> {"ok": true, "pid": N, "state": "starting" | "running",
  *           "cold": false, "ready_s": seconds}
  *       -> {"ok": false, "error": "...", "state": "exited", "code": 1,
  *           "signal": null}
- *   {"op": "stop", "name": "demo", "wait": false, "replace": false}
- *       SIGTERM to the app's process group, SIGKILL after 5 s
- *       -> {"ok": true, "pid": N}; with "wait" once the process has ended,
- *       -> {"ok": true, "pid": N, "code": N, "signal": N}; with "replace"
- *       (a start of the app follows) at once -> {..., "replacing": true}
+ *   {"op": "stop", "name": "demo"}   SIGTERM to the app's process group,
+ *       SIGKILL after 5 s -> {"ok": true, "pid": N}
  *   {"op": "status"} -> {"ok": true, "apps": {"demo": {"pid", "port",
  *       "kind", "dir", "state": "starting" | "running" | "exited", "code",
  *       "signal", "started", "ended" (unix times), "ready_s", "cold", "log",
@@ -81,8 +76,7 @@
  * the pool over the IPC channel of child_process: it sends {type: "ready"}
  * once loaded, gets {type: "run", ...} (or {type: "heat"}: warm up again),
  * and reports every server of the app that starts listening as
- * {type: "listening", port}. A "run" with hold: PORT holds the app's listen
- * on PORT back until {type: "port-free"}. Between {type: "preloaded"} (its modules are
+ * {type: "listening", port}. Between {type: "preloaded"} (its modules are
  * loaded) and "ready", {type: "hurry"} ends its warm-up early. A cold worker loads nothing ahead.
  */
 
@@ -94,11 +88,9 @@ const os = require("os");
 const path = require("path");
 const childProcess = require("child_process");
 
-// Other folders only for the host's tests (tests/host/node-pool.test.mjs).
-const RUN_DIR = process.env.NODE_POOL_RUN_DIR || "/run/appserver";
-const SOCKET = `${RUN_DIR}/pool.sock`;
-const READY_FILE = `${RUN_DIR}/node-pool.ready`;
-const LOG_DIR = process.env.NODE_POOL_LOG_DIR || "/var/log/appserver";
+const SOCKET = "/run/appserver/pool.sock";
+const READY_FILE = "/run/appserver/node-pool.ready";
+const LOG_DIR = "/var/log/appserver";
 const STOP_GRACE_MS = 5000;
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const RUNNERS = "/usr/local/lib/appserver/runners";
@@ -206,33 +198,11 @@ async function warmUp(stop = () => false) {
 }
 
 let runAt = null; // when this worker was given its app
-// The app's port while the process of its previous version still holds it,
-// and the listen calls waiting for it.
-let heldPort = null;
-const heldListens = [];
-
-/** The TCP port a call of `listen(...args)` asks for, or null. */
-function portOf(args) {
-  const first = args[0];
-  const port = first !== null && typeof first === "object" ? first.port : first;
-  return typeof port === "number" || (typeof port === "string" && /^\d+$/.test(port)) ? Number(port) : null;
-}
-
-/** Runs the listen calls held back for the port. */
-function releasePort() {
-  if (heldPort === null) return;
-  heldPort = null;
-  for (const go of heldListens.splice(0)) go();
-}
 
 /** Reports every server of the app that starts listening. */
 function reportListening() {
   const listen = net.Server.prototype.listen;
   net.Server.prototype.listen = function patchedListen(...args) {
-    if (heldPort !== null && !this.appserverWarmUp && portOf(args) === heldPort) {
-      heldListens.push(() => this.listen(...args));
-      return this;
-    }
     if (!this.appserverWarmUp) {
       this.once("listening", () => {
         const addr = this.address();
@@ -283,20 +253,6 @@ function runApp(msg) {
   process.channel?.unref();
   process.removeAllListeners("message");
   process.removeAllListeners("disconnect");
-  if (msg.hold) {
-    // The previous version still listens on the port: the app's listen
-    // waits for the pool's word that it has ended (at most 5 s: the pool
-    // kills it then; the timer is the fallback, and keeps this process
-    // alive until then).
-    heldPort = msg.hold;
-    const fallback = setTimeout(releasePort, 10000);
-    process.on("message", (m) => {
-      if (m && m.type === "port-free") {
-        clearTimeout(fallback);
-        releasePort();
-      }
-    });
-  }
   console.log(`[pool] starting ${msg.name}: node ${msg.entry} in ${msg.dir}, PORT=${env.PORT}`);
   try {
     if (isEsm(file)) {
@@ -467,9 +423,9 @@ function onWorkerMessage(w, msg) {
     w.preloaded = true;
   } else if (msg.type === "heated") {
     w.heating = false;
-  } else if (msg.type === "listening" && w.rec) {
-    const a = w.rec;
-    {
+  } else if (msg.type === "listening" && w.app) {
+    const a = apps.get(w.app);
+    if (a && a.pid === w.pid) {
       if (msg.port === a.port) markRunning(a);
       else if (!a.warned) {
         a.warned = true;
@@ -481,8 +437,8 @@ function onWorkerMessage(w, msg) {
 
 function onWorkerExit(w, code, signal) {
   workers.delete(w.pid);
-  const a = w.rec;
-  if (a) {
+  const a = w.app && apps.get(w.app);
+  if (a && a.pid === w.pid) {
     clearTimeout(a.killTimer);
     clearInterval(a.poll);
     a.state = "exited";
@@ -648,10 +604,12 @@ function start(req, reply) {
     return reply({ ok: false, error: `no ${entry} in ${dir}` });
   }
   const old = apps.get(name);
-  // A redeploy: the old process is being stopped and still holds the port.
-  // The new one loads the app meanwhile and listens once the port is free.
-  const holder = old && old.state !== "exited" && old.stopping ? old : null;
-  if (old && old.state !== "exited" && !holder) {
+  if (old && old.state !== "exited") {
+    if (old.stopping) {
+      // A redeploy: start as soon as the old process is gone (<= 5 s).
+      old.onExit.push(() => start(req, reply));
+      return undefined;
+    }
     return reply({ ok: false, error: `${name} is running (pid ${old.pid})`, ...appStatus(old) });
   }
   for (const other of apps.values()) {
@@ -686,22 +644,14 @@ function start(req, reply) {
   const cold = !w;
   if (cold) w = spawnWorker({ cold: true, nice: looping });
   w.state = "busy";
-  const a = w.rec = {
+  w.app = name;
+  const a = {
     name, pid: w.pid, port, kind: req.kind || "auto", dir, entry, state: "starting",
     code: null, signal: null, started: Date.now() / 1000, ended: null, ready_s: null, cold,
     log: req.log || `${LOG_DIR}/${name}.log`, t0: process.hrtime.bigint(), waiters: [],
     onExit: [], stopping: false, dirKey,
   };
   apps.set(name, a);
-  const held = () => holder !== null && holder.state !== "exited";
-  // In case the app listens some way the worker cannot see (a child
-  // process); not while the old process still listens on the port.
-  const poll = () => {
-    if (a.state !== "starting") return;
-    a.poll = setInterval(() => {
-      if (portListens(port)) markRunning(a);
-    }, 500);
-  };
   const run = (err) => {
     if (err) return; // onWorkerExit answers the waiters
     try {
@@ -709,14 +659,11 @@ function start(req, reply) {
     } catch (e) {
       log(`${name}: log ${a.log}: ${e.message}`);
     }
-    const hold = held();
-    w.child.send({ type: "run", name, dir, entry, env: appEnv, prefix, hold: hold ? port : null });
-    if (!hold) return poll();
-    holder.onExit.push(() => {
-      if (w.child.connected) w.child.send({ type: "port-free" }, () => {});
-      poll();
-    });
-    return undefined;
+    w.child.send({ type: "run", name, dir, entry, env: appEnv, prefix });
+    // In case the app listens some way the worker cannot see (a child process).
+    a.poll = setInterval(() => {
+      if (portListens(port)) markRunning(a);
+    }, 500);
   };
   if (w.load_ms !== undefined) run();
   else w.onReady = run;
@@ -747,9 +694,6 @@ function stop(req, reply) {
       }
     }, STOP_GRACE_MS);
   }
-  // The agent's redeploy: a start of the same app follows at once, and waits
-  // for the port itself.
-  if (req.replace && a.state !== "exited") return reply({ ok: true, pid: a.pid, replacing: true });
   if (req.wait && a.state !== "exited") {
     a.onExit.push(() => reply({ ok: true, pid: a.pid, code: a.code, signal: a.signal }));
     return undefined;
