@@ -1,7 +1,8 @@
 // Figures of the python environment, printed by `cargo xtask bench` after the
 // static ones: app cold start (deploy done to first 200), redeploys of a
-// one-file change to the new version (p50 and max of three), request latency and throughput through
-// the service worker, VM memory with three apps, and the same Flask app run
+// one-file change to the new version (p50 and max of three), request latency
+// and throughput through the service worker, VM memory with three apps, and
+// the same Flask app run
 // natively (the image's own i386 Python in a chroot on this host) for the
 // ratio.
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
