@@ -2,9 +2,8 @@
 // static ones: app cold start (deploy done to first 200), redeploys of a
 // one-file change to the new version (p50 and max of three), request latency
 // and throughput through the service worker, VM memory with three apps, and
-// the same Flask app run
-// natively (the image's own i386 Python in a chroot on this host) for the
-// ratio.
+// the same Flask app run natively (the image's own i386 Python in a chroot on
+// this host) for the ratio.
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { deployFolder, firstAnswer, fixture } from "../e2e/harness.mjs";
