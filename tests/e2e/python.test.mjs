@@ -130,14 +130,7 @@ describe("python environment", () => {
     assert.match(css.contentType, /text\/css/);
   });
 
-  // FIXME(#4): on this machine's images, built on 2026-12-04, the python
-  // pool stops answering after the supervisor's second restart of a
-  // crash-looping app (the app stays "unknown", and so do the other apps
-  // after a reload); the same test passed in every run before. Skipped until
-  // the pool's end is understood, so that it does not take the others down.
-  test("a crash-looping app ends in error with its output, and the other apps keep answering", {
-    skip: "FIXME(#4): the python pool stops answering during a crash loop",
-  }, async () => {
+  test("a crash-looping app ends in error with its output, and the other apps keep answering", async () => {
     const deployed = await deployFolder(page, "crashy", fixture("python/crash-loop"));
     assert.equal(deployed.state, "failed-start", deployed.text);
     assert.match(deployed.text, /exited with code 3/);
@@ -187,6 +180,6 @@ describe("python environment", () => {
     const apps = await listedApps(page);
     assert.equal(apps.notes.state, "running");
     assert.equal(apps.dj.state, "running");
-    // FIXME(#4): crashy (in `error`) belongs here once its test runs again.
+    assert.equal(apps.crashy.state, "error");
   });
 });

@@ -24,6 +24,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("seabios", "the BIOS v86 boots (its npm package has none)"),
     ("chromium", "the browser the end-to-end tests drive"),
     ("nginx-light", "the native denominator in the bench"),
+    ("python3", "runs the python image's pool in tests/host"),
 ];
 
 fn installed(package: &str) -> bool {

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: host unit tests, then the browser end-to-end tests
-//! against a real server, real Chromium and the real images.
+//! `cargo xtask test`: host unit tests (Rust, and the images' own scripts
+//! under tests/host), then the browser end-to-end tests against a real
+//! server, real Chromium and the real images.
 
 use crate::build::{exec, npm_install};
 use crate::{build, root, serve};
@@ -24,13 +25,36 @@ pub(crate) fn run(filters: &[String]) -> Result<()> {
         cmd.args(["-p", c]);
     }
     exec(&mut cmd)?;
+    let tests = root().join("tests");
+    let host = test_files(&tests.join("host"), filters)?;
+    if !host.is_empty() {
+        // The images' scripts, run with the host's interpreters.
+        exec(
+            Command::new("node")
+                .current_dir(&tests)
+                .args(["--test", "--test-reporter=spec"])
+                .args(&host),
+        )?;
+    }
 
     let site = build::site()?;
     let images = crate::images()?;
     let (port, _server) = serve::start(0, site, images)?;
-    let tests = root().join("tests");
     npm_install(&tests)?;
-    let mut files: Vec<_> = std::fs::read_dir(tests.join("e2e"))?
+    let files = test_files(&tests.join("e2e"), filters)?;
+    exec(
+        Command::new("node")
+            .current_dir(&tests)
+            .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
+            .args(&files)
+            .env("APP_BASE_URL", format!("http://localhost:{port}")),
+    )
+}
+
+/// The `*.test.mjs` files in `dir` whose name holds one of `filters` (all
+/// with none), sorted.
+fn test_files(dir: &std::path::Path, filters: &[String]) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
         .filter(|p| {
@@ -39,11 +63,5 @@ pub(crate) fn run(filters: &[String]) -> Result<()> {
         })
         .collect();
     files.sort();
-    exec(
-        Command::new("node")
-            .current_dir(&tests)
-            .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
-            .args(&files)
-            .env("APP_BASE_URL", format!("http://localhost:{port}")),
-    )
+    Ok(files)
 }

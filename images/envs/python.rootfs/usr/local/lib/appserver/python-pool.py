@@ -53,6 +53,11 @@ log always shows the current run, and <log>.1 the previous one (a crash
 before a redeploy stays readable). The pool appends a last line when the app
 ends: "[pool] <name> exited with code N" or "... killed by signal N (SIGTERM)".
 
+Each app's pid is kept in /run/appserver/python-pool.apps/<name>.pid while it
+runs. appserver-init restarts a pool that died; the new one first ends the
+apps those files name (its own restarts of them would find their ports
+taken), and the agent's supervisor then starts them again.
+
 The app sees its URL prefix: SCRIPT_NAME for WSGI, root_path for ASGI, with
 the prefix taken off the path when nginx passes the full URI.
 
@@ -70,9 +75,13 @@ import socket
 import sys
 import time
 
-SOCKET = "/run/appserver/pool.sock"
-READY_FILE = "/run/appserver/python-pool.ready"
-LOG_DIR = "/var/log/appserver"
+# Other folders only for the host's tests (tests/host/python-pool.test.mjs).
+RUN_DIR = os.environ.get("PYTHON_POOL_RUN_DIR", "/run/appserver")
+SOCKET = f"{RUN_DIR}/pool.sock"
+READY_FILE = f"{RUN_DIR}/python-pool.ready"
+LOG_DIR = os.environ.get("PYTHON_POOL_LOG_DIR", "/var/log/appserver")
+# <name>.pid for every app process this pool started and has not yet seen end.
+PID_DIR = f"{RUN_DIR}/python-pool.apps"
 STOP_GRACE_S = 5
 
 # Modules imported before any app starts; what fails to import is reported by
@@ -458,6 +467,7 @@ def start(req, reply):
     except OSError as e:
         return reply({"ok": False, "error": f"cannot open the log {log_path}: {e}"})
     ready_r, ready_w = os.pipe()
+    os.set_blocking(ready_r, False)
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
@@ -469,6 +479,7 @@ def start(req, reply):
                   "started": time.time(), "ended": None, "t0": time.monotonic(),
                   "ready_s": None, "log": log_path, "ready_fd": ready_r}
     by_pid[pid] = name
+    write_pid_file(name, pid)
     ready_pipes[ready_r] = name
     sel.register(ready_r, selectors.EVENT_READ, on_ready_pipe)
     if req.get("wait"):
@@ -478,8 +489,17 @@ def start(req, reply):
 
 
 def on_ready_pipe(fd):
-    name = ready_pipes.pop(fd)
-    data = os.read(fd, 1)
+    # A child that exits before listening closes its pipe and raises SIGCHLD
+    # together; when both arrive in one select(), reap() may have closed
+    # this pipe already (its fd may even belong to a newer pipe by now).
+    name = ready_pipes.get(fd)
+    if name is None:
+        return
+    try:
+        data = os.read(fd, 1)
+    except BlockingIOError:
+        return
+    del ready_pipes[fd]
     sel.unregister(fd)
     os.close(fd)
     a = apps[name]
@@ -507,6 +527,7 @@ def reap():
         a = apps[name]
         a["state"] = "exited"
         a["ended"] = time.time()
+        remove_pid_file(name, pid)
         if os.WIFSIGNALED(status):
             a["signal"] = os.WTERMSIG(status)
             how = f"killed by signal {a['signal']} ({signal.Signals(a['signal']).name})"
@@ -528,6 +549,67 @@ def reap():
                                          f"see {a['log']}",
                    "state": "exited", "code": a["code"], "signal": a["signal"],
                    "ended": a["ended"]})
+
+
+def write_pid_file(name, pid):
+    try:
+        os.makedirs(PID_DIR, exist_ok=True)
+        with open(f"{PID_DIR}/{name}.pid", "w", encoding="ascii") as f:
+            f.write(f"{pid}\n")
+    except OSError as e:
+        log(f"cannot record {name}'s pid: {e}")
+
+
+def remove_pid_file(name, pid):
+    path = f"{PID_DIR}/{name}.pid"
+    try:
+        with open(path, encoding="ascii") as f:
+            if f.read().strip() == str(pid):
+                os.unlink(path)
+    except OSError:
+        pass
+
+
+def alive(pid):
+    """True while `pid` runs (not a zombie waiting to be reaped by init)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def end_orphans():
+    """Ends the apps a previous pool started: a pool that died and was
+    restarted (appserver-init restarts it) does not know them, while they
+    still hold their ports, so the supervisor's restarts of those apps
+    would fail forever. Each was a session leader (setsid), which tells it
+    from an unrelated process that got the same pid since."""
+    try:
+        names = os.listdir(PID_DIR)
+    except FileNotFoundError:
+        return
+    pids = []
+    for entry in names:
+        path = f"{PID_DIR}/{entry}"
+        try:
+            with open(path, encoding="ascii") as f:
+                pid = int(f.read().strip())
+            os.unlink(path)
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                session = int(f.read().rsplit(")", 1)[1].split()[3])
+        except (OSError, ValueError, IndexError):
+            continue
+        if session == pid:
+            log(f"ending {entry[:-4]} (pid {pid}), started by an earlier pool")
+            kill(pid, signal.SIGTERM)
+            pids.append(pid)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pids = [p for p in pids if alive(p)]
+    for pid in pids:
+        kill(pid, signal.SIGKILL)
 
 
 def kill(pid, sig):
@@ -697,6 +779,7 @@ def main():
         os.unlink(READY_FILE)
     except FileNotFoundError:
         pass
+    end_orphans()
     gc.disable()  # collecting during the imports only costs time
     PRELOADED, FAILED = preload()
     try:
@@ -755,7 +838,11 @@ def main():
         if kill_at:
             timeout = max(0.0, min(kill_at.values()) - time.monotonic())
         for key, _ in sel.select(timeout):
-            key.data(key.fileobj)
+            try:
+                key.data(key.fileobj)
+            except Exception:  # noqa: BLE001 (one bad event must not end every app's pool)
+                import traceback
+                log(f"error handling {key.fileobj!r}:\n{traceback.format_exc()}")
         now = time.monotonic()
         for pid, deadline in list(kill_at.items()):
             if deadline <= now:
