@@ -72,6 +72,10 @@ CMDLINE="console=ttyS0 root=/dev/sda rw init=/sbin/appserver-init net.ifnames=0"
 CMDLINE+=" tsc=reliable mitigations=off random.trust_cpu=on cryptomgr.notests edd=off"
 CMDLINE+=" quiet loglevel=3"
 BASE_ENV=              # the environment this one builds on, if any
+# Longest wait for the first boot to reach its ready line, in seconds. The
+# nextjs image's took ~14 min here (its pool workers load Next.js), and the
+# build runs at nice beside whatever else the machine does.
+WARM_TIMEOUT_S=900
 # shellcheck source=/dev/null
 [[ -f $ENVS/$ENV_NAME.conf ]] && source "$ENVS/$ENV_NAME.conf"
 # The layers of this image, the one built on first; each brings its
@@ -325,7 +329,7 @@ if [[ ! -f $REPO/tests/node_modules/v86/build/libv86.mjs ]]; then
     log "installing npm v86 in $REPO/tests"
     (cd "$REPO/tests" && npm ci --no-audit --no-fund) >&2
 fi
-nice node "$HERE/warm-state.mjs" "$OUTDIR" >&2
+nice node "$HERE/warm-state.mjs" "$OUTDIR" --timeout-s "$WARM_TIMEOUT_S" >&2
 timing "warm state"
 nice node "$HERE/restore-test.mjs" "$OUTDIR" >&2 || {
     log "the warm state does not restore; see above"
