@@ -289,7 +289,9 @@ async fn load(page: Rc<Page>, env: &'static Environment) {
 
 /// Keeps the dashboard current: app processes change state on their own
 /// (a crash, a restart). Looks every 2 s while an app is changing, else
-/// every 15 s; the uptime moves every 2 s.
+/// every 15 s, and not while a deploy or a start or stop is under way (the
+/// guest's CPU is theirs, and they refresh the list when done); the uptime
+/// moves every 2 s.
 async fn watch(page: Rc<Page>) {
     let mut since_refresh = 0;
     loop {
@@ -297,7 +299,7 @@ async fn watch(page: Rc<Page>) {
         dashboard::show_uptime(page.ready_at_ms.get());
         since_refresh += 2_000;
         let due = if page.changing.get() { 2_000 } else { 15_000 };
-        if since_refresh >= due && page.bridge.state() == VmState::Ready {
+        if since_refresh >= due && page.bridge.state() == VmState::Ready && !page.bridge.busy() {
             since_refresh = 0;
             refresh_apps(&page).await;
         }

@@ -15,6 +15,12 @@ const BASE = process.env.APP_BASE_URL ?? "http://localhost:8080";
  */
 export async function openEnvironment(context, env, print) {
   const page = await context.newPage();
+  // The bridge's deploy lines carry the guest's own timings (receive, stop
+  // of the old version, nginx, start): printed as comments.
+  page.on("console", (m) => {
+    const text = m.text();
+    if (text.startsWith("[appserver bridge] deployed")) console.log(`# ${text.slice(19)}`);
+  });
   await page.goto(`${BASE}/application-server/`);
   await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
   await page.evaluate((env) => localStorage.setItem("appserver.environment", env), env);
@@ -88,6 +94,27 @@ export async function newVersion(page, url, marker) {
     if (isNew(answer.text)) return answer;
   }
   throw new Error(`old version: ${answer.text.slice(0, 300)}`);
+}
+
+/**
+ * Resolves once the page says it saved the VM with the warm pool refilled
+ * (the bridge waits for that after each deploy to a Node.js pool), or
+ * rejects after `ms`.
+ */
+export function poolRefilled(page, ms = 300_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      page.off("console", listen);
+      reject(new Error(`the pool did not refill within ${ms / 1000} s`));
+    }, ms);
+    const listen = (m) => {
+      if (!m.text().startsWith("[appserver bridge] saved the VM with its warm pool refilled")) return;
+      clearTimeout(timer);
+      page.off("console", listen);
+      resolve();
+    };
+    page.on("console", listen);
+  });
 }
 
 /**

@@ -7,7 +7,7 @@
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { deployFolder, firstAnswer, fixture } from "../e2e/harness.mjs";
-import { imageRootfs, openEnvironment, printEnvironment, redeploys, withNativeApp } from "./envs.mjs";
+import { imageRootfs, openEnvironment, poolRefilled, printEnvironment, redeploys, withNativeApp } from "./envs.mjs";
 
 export async function benchNodejs(context, { print, percentile, latencies, throughput }) {
   const page = await openEnvironment(context, "nodejs", print);
@@ -20,13 +20,22 @@ export async function benchNodejs(context, { print, percentile, latencies, throu
   print("nodejs_express_deploy_done_to_first_200", first.ms / 1000, "s");
 
   // A redeploy after changing one file: from the deploy's start to the new
-  // version. Only one: it takes the pool's second warm worker, and a third
-  // start this soon after the restore waits minutes for a cold refill.
-  const [redeploy] = await redeploys(page, "todo", fixture("nodejs/express-api"), (dir, v) => {
+  // version. Once right after the first deploy, while the pool refills the
+  // worker that took (a new node process, at nice 19, runs cold after a
+  // restore), and once after the refill. Not more: a third start this soon
+  // after the restore waits for a cold refill.
+  const edit = (base) => (dir, v) => {
     const server = join(dir, "server.js");
-    writeFileSync(server, readFileSync(server, "utf8").replace('app: "express-api"', `app: "express-api", v: ${v}`));
-  }, "/app/todo/", (v) => `"v":${v}`, 1);
+    writeFileSync(server, readFileSync(server, "utf8").replace('app: "express-api"', `app: "express-api", v: ${base + v}`));
+  };
+  const refilled = poolRefilled(page);
+  const [redeploy] = await redeploys(page, "todo", fixture("nodejs/express-api"), edit(0), "/app/todo/",
+    (v) => `"v":${v}`, 1);
   print("nodejs_express_redeploy_to_new_version", redeploy, "s");
+  await refilled;
+  const [quiet] = await redeploys(page, "todo", fixture("nodejs/express-api"), edit(10), "/app/todo/",
+    (v) => `"v":${10 + v}`, 1);
+  print("nodejs_express_redeploy_once_refilled", quiet, "s");
 
   const lat = await latencies(page, "/app/todo/todos", 40);
   const rps = await throughput(page, "/app/todo/todos", 10, 100);

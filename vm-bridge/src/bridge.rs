@@ -165,6 +165,26 @@ struct Inner {
     requests: RefCell<RequestLog>,
     /// What answers the deploy API.
     api: RefCell<Option<ApiHandler>>,
+    /// Deploys, deletes and controls under way: the guest is busy with them.
+    busy: std::cell::Cell<u32>,
+    /// Whether a task waits for the Node.js pool to refill (one at a time).
+    refill_watch: std::cell::Cell<bool>,
+}
+
+/// Counts an operation as under way until dropped.
+struct Busy(Rc<Inner>);
+
+impl Busy {
+    fn new(inner: &Rc<Inner>) -> Self {
+        inner.busy.set(inner.busy.get() + 1);
+        Busy(inner.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get().saturating_sub(1));
+    }
 }
 
 /// The page's handle on the VM. Cheap to clone.
@@ -193,6 +213,8 @@ impl Bridge {
                 error_code: RefCell::new(String::new()),
                 requests: RefCell::new(RequestLog::new()),
                 api: RefCell::new(None),
+                busy: std::cell::Cell::new(0),
+                refill_watch: std::cell::Cell::new(false),
             }),
         }
     }
@@ -200,6 +222,12 @@ impl Bridge {
     /// The VM's current state.
     pub fn state(&self) -> VmState {
         self.inner.state.borrow().clone()
+    }
+
+    /// True while a deploy, delete, start, stop or restart is under way. The
+    /// guest's CPU is what they wait for, so pollers hold back meanwhile.
+    pub fn busy(&self) -> bool {
+        self.inner.busy.get() > 0
     }
 
     /// Milliseconds from the start of the last load to ready, once ready.
@@ -602,6 +630,7 @@ impl Bridge {
         if self.state() != VmState::Ready {
             return Err(BridgeError::NotReady);
         }
+        let _busy = Busy::new(&self.inner);
         let started = now_ms();
         let info = agent::deploy(&*self.inner.engine, name, tar, config)
             .await
@@ -633,6 +662,7 @@ impl Bridge {
         if self.state() != VmState::Ready {
             return Err(BridgeError::NotReady);
         }
+        let _busy = Busy::new(&self.inner);
         agent::delete(&*self.inner.engine, name)
             .await
             .map_err(BridgeError::Agent)?;
@@ -647,6 +677,7 @@ impl Bridge {
         if self.state() != VmState::Ready {
             return Err(BridgeError::NotReady);
         }
+        let _busy = Busy::new(&self.inner);
         let info = agent::control(&*self.inner.engine, name, action)
             .await
             .map_err(BridgeError::Agent)?;
@@ -658,33 +689,47 @@ impl Bridge {
     /// A pool that cannot fork (Node) replaces the warm process an app took
     /// with a new one, which takes a minute in the emulator. Once it is warm,
     /// save the machine again so the next reload has a full pool too.
+    /// One such task runs at a time: a deploy while it waits leaves it to
+    /// the one waiting, which then saves once for both.
     fn save_when_pool_refilled(&self) {
+        if self.inner.refill_watch.replace(true) {
+            return;
+        }
         let this = self.clone();
         spawn_local(async move {
-            // Give up after 10 minutes; a later deploy tries again.
-            for _ in 0..120 {
-                sleep(5_000).await;
-                if this.state() != VmState::Ready {
-                    return;
-                }
-                let Ok(status) = agent::status(&*this.inner.engine).await else {
-                    return;
-                };
-                let warming = status["pool"]["pool"]["warming"].as_u64();
-                match warming {
-                    // This pool does not refill (Python forks), or has nothing to report.
-                    None => return,
-                    Some(0) => {
-                        if let Err(e) = this.persist(None).await {
-                            log::error(&format!("saving after the pool refilled: {e}"));
-                        }
-                        log::info("saved the VM with its warm pool refilled");
-                        return;
-                    }
-                    Some(_) => {}
-                }
-            }
+            this.watch_refill().await;
+            this.inner.refill_watch.set(false);
         });
+    }
+
+    async fn watch_refill(&self) {
+        // Give up after 10 minutes; a later deploy tries again.
+        for _ in 0..120 {
+            sleep(5_000).await;
+            if self.state() != VmState::Ready {
+                return;
+            }
+            if self.busy() {
+                // A deploy is under way (it saves, and watches again).
+                continue;
+            }
+            let Ok(status) = agent::status(&*self.inner.engine).await else {
+                return;
+            };
+            let warming = status["pool"]["pool"]["warming"].as_u64();
+            match warming {
+                // This pool does not refill (Python forks), or has nothing to report.
+                None => return,
+                Some(0) => {
+                    if let Err(e) = self.persist(None).await {
+                        log::error(&format!("saving after the pool refilled: {e}"));
+                    }
+                    log::info("saved the VM with its warm pool refilled");
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     /// The environment's status from the guest agent: its pool and the
