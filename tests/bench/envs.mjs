@@ -22,7 +22,9 @@ export async function openEnvironment(context, env, print) {
     if (text.startsWith("[appserver bridge] deployed")) console.log(`# ${text.slice(19)}`);
   });
   await page.goto(`${BASE}/application-server/`);
-  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
+  // As long as the tests give it (harness.mjs openServer): 30 s ran out twice
+  // in one session, each time in the first page of a fresh profile.
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
   await page.evaluate((env) => localStorage.setItem("appserver.environment", env), env);
   const clicked = Date.now();
   await page.reload();
