@@ -329,12 +329,21 @@ if [[ ! -f $REPO/tests/node_modules/v86/build/libv86.mjs ]]; then
     log "installing npm v86 in $REPO/tests"
     (cd "$REPO/tests" && npm ci --no-audit --no-fund) >&2
 fi
-nice node "$HERE/warm-state.mjs" "$OUTDIR" --timeout-s "$WARM_TIMEOUT_S" >&2
-timing "warm state"
-nice node "$HERE/restore-test.mjs" "$OUTDIR" >&2 || {
-    log "the warm state does not restore; see above"
-    exit 1
-}
-timing "restore check"
+# A saved state that did not restore (nginx silent afterwards) was seen once
+# in about ten nextjs builds, and the next build of the same recipe was
+# fine: boot and save once more before failing the build.
+for attempt in 1 2; do
+    nice node "$HERE/warm-state.mjs" "$OUTDIR" --timeout-s "$WARM_TIMEOUT_S" >&2
+    timing "warm state"
+    if nice node "$HERE/restore-test.mjs" "$OUTDIR" >&2; then
+        timing "restore check"
+        break
+    fi
+    if ((attempt == 2)); then
+        log "the warm state does not restore; see above"
+        exit 1
+    fi
+    log "the warm state does not restore; booting and saving it once more"
+done
 log "done: $OUTDIR (version $VERSION)"
 ls -l "$OUTDIR" >&2
