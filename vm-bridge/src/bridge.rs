@@ -710,7 +710,7 @@ impl Bridge {
                 return;
             }
             if self.busy() {
-                // A deploy is under way (it saves, and watches again).
+                // A deploy or a start is under way: its status can wait.
                 continue;
             }
             let Ok(status) = agent::status(&*self.inner.engine).await else {
