@@ -5,7 +5,7 @@ import { spawn } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
-import { deployFolder, firstAnswer, waitReady } from "../e2e/harness.mjs";
+import { BRIDGE_LOG, deployFolder, firstAnswer, waitForWorker, waitReady } from "../e2e/harness.mjs";
 
 const BASE = process.env.APP_BASE_URL ?? "http://localhost:8080";
 
@@ -19,12 +19,12 @@ export async function openEnvironment(context, env, print) {
   // of the old version, nginx, start): printed as comments.
   page.on("console", (m) => {
     const text = m.text();
-    if (text.startsWith("[appserver bridge] deployed")) console.log(`# ${text.slice(19)}`);
+    if (text.startsWith(`${BRIDGE_LOG}deployed`)) console.log(`# ${text.slice(BRIDGE_LOG.length)}`);
   });
   await page.goto(`${BASE}/application-server/`);
-  // As long as the tests give it (harness.mjs openServer): 30 s ran out twice
-  // in one session, each time in the first page of a fresh profile.
-  await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
+  // As long as the tests wait: 30 s ran out twice in one session, each time
+  // in the first page of a fresh profile.
+  await waitForWorker(page);
   await page.evaluate((env) => localStorage.setItem("appserver.environment", env), env);
   const clicked = Date.now();
   await page.reload();
@@ -110,7 +110,7 @@ export function poolRefilled(page, ms = 300_000) {
       reject(new Error(`the pool did not refill within ${ms / 1000} s`));
     }, ms);
     const listen = (m) => {
-      if (!m.text().startsWith("[appserver bridge] saved the VM with its warm pool refilled")) return;
+      if (!m.text().startsWith(`${BRIDGE_LOG}saved the VM with its warm pool refilled`)) return;
       clearTimeout(timer);
       page.off("console", listen);
       resolve();

@@ -65,15 +65,27 @@ export function staticSite() {
   return { dir, files };
 }
 
+/** What the bridge's own console lines start with. */
+export const BRIDGE_LOG = "[appserver bridge] ";
+
 /** Opens the management page and waits until the service worker controls it. */
 export async function openServer(context) {
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("[page error]", e.message));
   // The bridge's own log lines (load, deploy and save timings) go to the test output.
   page.on("console", (m) => {
-    if (m.text().startsWith("[appserver bridge]")) console.log(m.text());
+    if (m.text().startsWith(BRIDGE_LOG)) console.log(m.text());
   });
   await page.goto(`${BASE}/application-server/`);
+  await waitForWorker(page);
+  return page;
+}
+
+/**
+ * Waits until the service worker controls `page`; if it does not within
+ * 60 s, the error says how far the worker got.
+ */
+export async function waitForWorker(page) {
   try {
     await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
   } catch (e) {
@@ -86,7 +98,6 @@ export async function openServer(context) {
     const status = await page.textContent("#load-status").catch(() => "?");
     throw new Error(`${e.message}\nservice worker: ${where}; page status: ${status}`, { cause: e });
   }
-  return page;
 }
 
 export async function vmState(page) {
